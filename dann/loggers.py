@@ -1,0 +1,77 @@
+"""Loggers: a CSV logger always, and W&B that never asks a new user to log in."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.loggers import CSVLogger, Logger
+
+
+def wandb_mode(requested: str | None = None) -> str:
+    """``requested`` if given; else ``$WANDB_MODE``; else online if the user has credentials
+    (``$WANDB_API_KEY`` or a ``wandb login`` entry in ~/.netrc); else offline."""
+    if requested:
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        if netrc.netrc().authenticators("api.wandb.ai"):
+            return "online"
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return "offline"
+
+
+def flat_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as ``{"a.b.c": value}`` (what W&B's grouping and plots want)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def run_name(cfg: DictConfig) -> str:
+    return f"{cfg.method.name}-{cfg.pair.name}-{cfg.seed}"
+
+
+def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
+    lc = cfg.logger
+    loggers: list[Logger] = []
+    if lc.get("csv", True):
+        loggers.append(CSVLogger(save_dir=str(output_dir), name="", version=""))
+    w = lc.get("wandb")
+    if w and w.get("enabled", False):
+        from pytorch_lightning.loggers import WandbLogger
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        tags = [f"pair:{cfg.pair.name}", f"method:{cfg.method.name}"] + list(w.get("tags") or [])
+        loggers.append(WandbLogger(
+            project=w.project, entity=w.get("entity"), name=run_name(cfg), group=w.get("group"),
+            job_type=cfg.method.name, tags=tags, mode=wandb_mode(w.get("mode")), save_dir=str(output_dir),
+            config=flat_config(cfg),
+        ))
+    return loggers
+
+
+def finish_wandb() -> None:
+    """Close the current W&B run, if any (each job of a multirun is its own run)."""
+    import sys
+
+    if "wandb" in sys.modules:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish()

@@ -1,0 +1,123 @@
+"""The base LightningModule every method shares.
+
+It owns the network (feature extractor, label predictor, domain classifier), SGD with
+momentum and the paper's annealed learning rate, evaluation on source and target, and
+logging. A method subclass implements :meth:`DAMethod.losses` and nothing else: the
+training loss is the sum of the terms it returns, and each term is logged by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from dann.models import Nets
+from dann.schedules import adaptation_factor, lr_factor, progress
+
+DOMAINS = ("src", "tgt")
+
+
+class DAMethod(pl.LightningModule):
+    """Base class: ``loss = sum(self.losses(batch).values())``.
+
+    Args:
+        nets: the pair's network (see :func:`dann.models.build_nets`).
+        num_classes: number of labels.
+        max_steps: training length; progress ``p = global_step / max_steps`` drives the schedules.
+        lr, momentum, weight_decay: SGD settings (the paper: 0.01, 0.9, 0).
+        anneal: use ``mu_p = mu0 / (1 + alpha p)^beta``; off for the paper's MNIST<->SVHN pairs.
+        alpha, beta: annealing constants (10, 0.75).
+        gamma: constant of the adaptation factor ``lambda_p`` (10).
+    """
+
+    #: whether training reads target labels (only the train-on-target upper bound does)
+    uses_target_labels: bool = False
+    #: whether training uses the domain classifier (DANN)
+    uses_discriminator: bool = False
+
+    def __init__(self, nets: Nets, num_classes: int, max_steps: int, lr: float = 0.01, momentum: float = 0.9,
+                 weight_decay: float = 0.0, anneal: bool = True, alpha: float = 10.0, beta: float = 0.75,
+                 gamma: float = 10.0, fused_optimizer: bool = False):
+        super().__init__()
+        self.save_hyperparameters(ignore=["nets"])
+        self.features: nn.Module = nets.features
+        self.classifier: nn.Module = nets.classifier
+        self.discriminator: nn.Module | None = nets.discriminator if self.uses_discriminator else None
+        self.metrics = nn.ModuleDict({
+            f"{stage}_{d}": MulticlassAccuracy(num_classes, average="micro")
+            for stage in ("val", "test") for d in DOMAINS
+        })
+
+    # -- the schedules -------------------------------------------------------------------
+    @property
+    def p(self) -> float:
+        return progress(self.global_step, self.hparams.max_steps)
+
+    @property
+    def lambda_p(self) -> float:
+        return adaptation_factor(self.p, self.hparams.gamma)
+
+    # -- model ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # -- Lightning hooks -----------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        terms = self.losses(batch)
+        loss = torch.stack(list(terms.values())).sum()
+        if self._is_log_step():
+            # Only on logging steps: self.log costs far more than a toy step, and reading a
+            # logged tensor forces a host-device sync on GPU.
+            logs = {f"train/{k}": v.detach() for k, v in terms.items()}
+            logs["train/loss"] = loss.detach()
+            logs["train/lr"] = self.optimizers().param_groups[0]["lr"]
+            if self.uses_discriminator:
+                logs["train/lambda"] = self.lambda_p
+            logs.update(self.extra_train_logs(batch))
+            self.log_dict(logs, on_step=True, on_epoch=False)
+        return loss
+
+    def _is_log_step(self) -> bool:
+        t = self._trainer
+        return t is None or self.global_step % max(t.log_every_n_steps, 1) == 0
+
+    def extra_train_logs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """More scalars for the learning curves, computed on logging steps only."""
+        return {}
+
+    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
+        x, y = batch
+        m = self.metrics[f"{stage}_{DOMAINS[dataloader_idx]}"]
+        m.update(self(x), y)
+        self.log(f"{stage}/{DOMAINS[dataloader_idx]}_acc", m, on_step=False, on_epoch=True,
+                 add_dataloader_idx=False, prog_bar=stage == "val")
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        h = self.hparams
+        opt_kw = {"fused": True} if h.fused_optimizer else {"foreach": True}
+        opt = torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay, **opt_kw)
+        max_steps = h.max_steps
+        if h.anneal:
+            fn = lambda step: lr_factor(progress(step, max_steps), h.alpha, h.beta)  # noqa: E731
+        else:
+            fn = lambda step: 1.0  # noqa: E731
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- helpers for subclasses ----------------------------------------------------------
+    def source_ce(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return F.cross_entropy(self(batch["src_x"]), batch["src_y"])

@@ -1,0 +1,87 @@
+"""The paper's networks (Ganin et al. 2016, Table/Figure 4; ../PAPER.md): no batch norm.
+
+Each network is three parts: ``features`` (the feature extractor G_f), ``classifier``
+(the label predictor G_y) and ``discriminator`` (the domain classifier G_d, one logit).
+Every method builds the same three, so source-only, DANN and train-on-target share the
+same network; only DANN trains the discriminator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+ARCHS = ("shallow", "mnist", "svhn", "gtsrb")
+
+
+@dataclass
+class Nets:
+    features: nn.Module
+    classifier: nn.Module
+    discriminator: nn.Module
+    feature_dim: int
+
+
+def _mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear layers with ReLU between them (and dropout after each hidden ReLU)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU(inplace=True))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def _features(arch: str, in_shape: tuple[int, ...], hidden: int) -> nn.Module:
+    if arch == "shallow":
+        # Section 5.1: one hidden layer of sigmoid units shared by both heads.
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_shape[0], hidden), nn.Sigmoid())
+    c = in_shape[0]
+    if arch == "mnist":
+        return nn.Sequential(
+            nn.Conv2d(c, 32, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+            nn.Conv2d(32, 48, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+            nn.Flatten(),
+        )
+    if arch == "svhn":
+        # 'same' padding so a 32x32 input survives three 5x5 convs and two 3/2 pools.
+        return nn.Sequential(
+            nn.Conv2d(c, 64, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(64, 64, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1),
+            nn.Conv2d(64, 128, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Flatten(),
+        )
+    if arch == "gtsrb":
+        return nn.Sequential(
+            nn.Conv2d(c, 96, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+            nn.Conv2d(96, 144, 3), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+            nn.Conv2d(144, 256, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2, 2),
+            nn.Flatten(),
+        )
+    raise ValueError(f"unknown model.arch={arch!r}; allowed: {', '.join(ARCHS)}")
+
+
+def feature_dim(features: nn.Module, in_shape: tuple[int, ...]) -> int:
+    """Size of the flattened feature vector for one input of shape ``in_shape``."""
+    with torch.no_grad():
+        return int(features(torch.zeros(1, *in_shape)).shape[1])
+
+
+def build_nets(arch: str, in_shape: tuple[int, ...], num_classes: int, hidden: int = 15,
+               dropout: float = 0.5) -> Nets:
+    """Build the paper's network ``arch`` for inputs of shape ``in_shape`` (C,H,W or D)."""
+    f = _features(arch, tuple(in_shape), hidden)
+    d = feature_dim(f, tuple(in_shape))
+    if arch == "shallow":
+        cls, disc = nn.Linear(d, num_classes), nn.Linear(d, 1)
+    elif arch == "mnist":
+        cls, disc = _mlp([d, 100, 100, num_classes]), _mlp([d, 100, 1])
+    elif arch == "svhn":
+        cls, disc = _mlp([d, 3072, 2048, num_classes], dropout), _mlp([d, 1024, 1024, 1], dropout)
+    else:  # gtsrb
+        cls, disc = _mlp([d, 512, num_classes]), _mlp([d, 1024, 1024, 1])
+    return Nets(f, cls, disc, d)

@@ -1,0 +1,77 @@
+"""Figures: decision boundaries on 2-D toy problems (the paper's Figure 2 style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+GRID = 200
+
+
+def _mpl():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+@torch.no_grad()
+def boundary_grid(model: torch.nn.Module, pts: np.ndarray, margin: float = 0.5) -> dict[str, np.ndarray]:
+    """P(class 1) of ``model`` on a regular grid covering ``pts``."""
+    lo, hi = pts.min(0) - margin, pts.max(0) + margin
+    xx, yy = np.meshgrid(np.linspace(lo[0], hi[0], GRID), np.linspace(lo[1], hi[1], GRID))
+    grid = torch.from_numpy(np.c_[xx.ravel(), yy.ravel()].astype(np.float32))
+    was_training = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    prob = torch.softmax(model(grid.to(dev)), dim=1)[:, 1].cpu().numpy().reshape(xx.shape)
+    model.train(was_training)
+    return {"xx": xx, "yy": yy, "prob": prob}
+
+
+def draw_boundary(ax, grid: dict[str, np.ndarray], src: tuple[np.ndarray, np.ndarray],
+                  tgt: tuple[np.ndarray, np.ndarray], title: str) -> None:
+    ax.contourf(grid["xx"], grid["yy"], grid["prob"], levels=20, cmap="RdBu", alpha=0.35)
+    ax.contour(grid["xx"], grid["yy"], grid["prob"], levels=[0.5], colors="k", linewidths=1.5)
+    (xs, ys), (xt, yt) = src, tgt
+    ax.scatter(xs[ys == 0, 0], xs[ys == 0, 1], c="tab:red", marker="+", s=18, label="source, class 0")
+    ax.scatter(xs[ys == 1, 0], xs[ys == 1, 1], c="tab:blue", marker="_", s=18, label="source, class 1")
+    ax.scatter(xt[:, 0], xt[:, 1], c="0.45", s=6, alpha=0.6, label="target (unlabelled)")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def save_decision_boundary(model, dm, path: Path, title: str) -> Path:
+    """Plot the decision boundary with source and target training points; keep the grid
+    as ``boundary.npz`` beside the PNG so a sweep summary can draw runs side by side."""
+    plt = _mpl()
+    src = (dm.src_train.x.cpu().numpy(), dm.src_train.y.cpu().numpy())
+    tgt = (dm.tgt_train.x.cpu().numpy(), dm.tgt_train.y.cpu().numpy())
+    grid = boundary_grid(model, np.concatenate([src[0], tgt[0]]))
+    np.savez_compressed(Path(path).with_name("boundary.npz"), **grid, xs=src[0], ys=src[1], xt=tgt[0], yt=tgt[1])
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    draw_boundary(ax, grid, src, tgt, title)
+    ax.legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)
+
+
+def save_boundaries_side_by_side(runs: list[tuple[str, Path]], path: Path) -> Path:
+    """One panel per (title, boundary.npz), e.g. source-only beside DANN."""
+    plt = _mpl()
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.5), squeeze=False)
+    for ax, (title, npz) in zip(axes[0], runs):
+        d = np.load(npz)
+        draw_boundary(ax, d, (d["xs"], d["ys"]), (d["xt"], d["yt"]), title)
+    axes[0][0].legend(loc="lower left", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

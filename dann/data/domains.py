@@ -26,6 +26,22 @@ from filelock import FileLock
 SPLITS = ("train", "test")
 
 
+class DataError(RuntimeError):
+    """A domain's files are missing, fail their checksum or cannot be read."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """Raw files are absent: the message names every file expected, where, and the URL."""
+
+
+class ChecksumError(DataError):
+    """A file's hash differs from the pinned one: the message names file, expected, actual."""
+
+
+class CorruptDataError(DataError):
+    """An archive, image or array is truncated or malformed."""
+
+
 @dataclass
 class Split:
     x: torch.Tensor

@@ -86,8 +86,13 @@ class DAMethod(pl.LightningModule):
         return loss
 
     def _is_log_step(self) -> bool:
+        # Lightning writes step metrics when (step + 1) % log_every_n_steps == 0: log exactly
+        # then, so the values written belong to the step they are written at.
         t = self._trainer
-        return t is None or self.global_step % max(t.log_every_n_steps, 1) == 0
+        if t is None:
+            return True
+        step = self.global_step + 1
+        return step % max(t.log_every_n_steps, 1) == 0 or step >= self.hparams.max_steps
 
     def extra_train_logs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """More scalars for the learning curves, computed on logging steps only."""

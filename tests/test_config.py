@@ -1,0 +1,58 @@
+"""Every pair x method config composes, and its network is built for the pair's input shape."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from dann.models import build_nets
+from dann.train import CONF_DIR, build_method
+from conftest import make_cfg
+
+PAIRS = sorted(p.stem for p in Path(CONF_DIR, "pair").glob("*.yaml"))
+METHOD_NAMES = sorted(p.stem for p in Path(CONF_DIR, "method").glob("*.yaml"))
+
+# Flattened feature size of each paper network for its pair's input (PAPER.md's layer lists):
+#   mnist 3x32x32: conv5 28 -> pool 14 -> conv5 10 -> pool 5: 48*5*5
+#   svhn  3x32x32: 'same' convs, pools 3/2 (pad 1): 32 -> 16 -> 8: 128*8*8
+#   gtsrb 3x40x40: conv5 36 -> pool 18 -> conv3 16 -> pool 8 -> conv5 4 -> pool 2: 256*2*2
+FEATURE_DIM = {"mnist": 1200, "svhn": 8192, "gtsrb": 1024}
+
+
+def test_every_pair_and_method_config_exists():
+    assert {"moons", "mnist_mnistm", "synnumbers_svhn", "svhn_mnist", "synsigns_gtsrb"} <= set(PAIRS)
+    assert {"source_only", "dann", "target_only"} <= set(METHOD_NAMES)
+
+
+@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("pair", PAIRS)
+def test_pair_method_composes_and_instantiates(tmp_path, pair, method):
+    cfg = make_cfg(tmp_path, f"pair={pair}", f"method={method}", "seed=3", "trainer.max_steps=7")
+    assert cfg.pair.name == pair and cfg.method.name == method and cfg.seed == 3
+    assert cfg.trainer.max_steps == 7
+    if cfg.pair.channels is None:  # 2-D toy features
+        shape = (2,)
+    else:
+        shape = (cfg.pair.channels, cfg.pair.image_size, cfg.pair.image_size)
+    k = 43 if "signs" in pair else (2 if pair == "moons" else 10)
+    model = build_method(cfg, shape, k)
+    out = model(torch.zeros(2, *shape))
+    assert out.shape == (2, k)
+    assert model.hparams.max_steps == 7
+    if cfg.model.arch in FEATURE_DIM:
+        assert build_nets(cfg.model.arch, shape, k).feature_dim == FEATURE_DIM[cfg.model.arch]
+
+
+def test_paper_optimisation_settings():
+    """SGD 0.01/0.9, batch 64+64; annealing off only for the MNIST<->SVHN pairs (the paper)."""
+    for pair in ("mnist_mnistm", "synnumbers_svhn", "svhn_mnist", "synsigns_gtsrb"):
+        cfg = make_cfg("/tmp/unused", f"pair={pair}")
+        assert (cfg.optim.lr, cfg.optim.momentum, cfg.data.batch_size) == (0.01, 0.9, 64), pair
+        assert cfg.optim.anneal is (pair != "svhn_mnist"), pair
+        assert cfg.method.gamma == 10.0 if cfg.method.name == "dann" else True
+
+
+def test_default_run_is_two_moons(tmp_path):
+    cfg = make_cfg(tmp_path, "experiment=two_moons")
+    assert cfg.pair.source == "moons" and cfg.pair.target == "moons_rot35"
+    assert cfg.model.arch == "shallow" and cfg.model.hidden == 15

@@ -75,3 +75,41 @@ def finish_wandb() -> None:
 
         if wandb.run is not None:
             wandb.finish()
+
+
+PREVIOUS_CSV = "metrics.before_resume.csv"
+
+
+def set_aside_csv(run_dir: Path) -> None:
+    """Before a resume: keep the curve logged so far (Lightning's CSV logger would erase it)."""
+    cur, prev = Path(run_dir) / "metrics.csv", Path(run_dir) / PREVIOUS_CSV
+    if cur.exists():
+        if prev.exists():  # a second resume: fold the earlier parts in first
+            merge_csv(run_dir)
+        os.replace(cur, prev)
+
+
+def merge_csv(run_dir: Path) -> None:
+    """After a resumed run: one ``metrics.csv`` with the rows of every attempt, in step order;
+    rows of an earlier attempt past the step it resumed from (work that was redone) are dropped."""
+    import csv
+
+    from dann.results import atomic_write_text
+
+    cur, prev = Path(run_dir) / "metrics.csv", Path(run_dir) / PREVIOUS_CSV
+    if not prev.exists():
+        return
+    old = list(csv.DictReader(prev.open(newline="")))
+    new = list(csv.DictReader(cur.open(newline=""))) if cur.exists() else []
+    first_new = min((int(r["step"]) for r in new if r.get("step")), default=None)
+    if first_new is not None:
+        old = [r for r in old if r.get("step") and int(r["step"]) < first_new]
+    keys = list(dict.fromkeys(k for r in old + new for k in r))
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(old + new)
+    atomic_write_text(cur, buf.getvalue())
+    prev.unlink()

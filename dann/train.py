@@ -6,6 +6,7 @@ The CLI (``dann-train``), the tests and the sweeps all call this one function.
 from __future__ import annotations
 
 import logging
+import shutil
 import socket
 import sys
 import time
@@ -17,8 +18,13 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from dann.callbacks import LAST_CKPT, FiniteLossGuard, RNGState, SaveOnSignal
+from dann.config import validate
 from dann.data import DomainPairDataModule
-from dann.loggers import build_loggers, finish_wandb
+from dann.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv
 from dann.methods import METHODS, DAMethod
 from dann.models import build_nets
 from dann.results import git_commit, write_record
@@ -33,7 +39,7 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def build_datamodule(cfg: DictConfig) -> DomainPairDataModule:
     p = cfg.pair
     return DomainPairDataModule(
-        source=p.source, target=p.target, root=cfg.data.root, batch_size=cfg.data.batch_size,
+        source=p.source, target=p.target, root=cfg.data.root, batch_size=cfg.data.batch_size // 2,
         eval_batch_size=cfg.data.eval_batch_size, channels=p.get("channels"), image_size=p.get("image_size"),
         seed=cfg.seed,
     )
@@ -50,37 +56,72 @@ def build_method(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int
     )
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
+def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
+    """``resume=auto``: the run dir's ``checkpoints/last.ckpt`` if it exists; a path: that file."""
+    r = cfg.get("resume")
+    if r is None:
+        return None
+    if r == "auto":
+        last = ckpt_dir / LAST_CKPT
+        return str(last) if last.exists() else None
+    if not Path(r).is_file():
+        raise FileNotFoundError(f"resume={r!r}: no such checkpoint file")
+    return str(r)
+
+
+def _record(cfg: DictConfig, status: str, steps: int, metrics: dict[str, float], t0: float, **extra: Any) -> dict:
+    return {
+        "pair": cfg.pair.name, "method": cfg.method.name, "seed": int(cfg.seed), "status": status,
+        "source": cfg.pair.source, "target": cfg.pair.target, "selection": "last_step",
+        "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit(),
+        "steps": int(steps), "metrics": metrics, "wall_time_s": round(time.time() - t0, 3),
+        "host": socket.gethostname(), **extra,
+    }
+
+
+def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
     """Train one run described by ``cfg``; write ``results.json`` in ``cfg.output_dir``.
 
     Returns the results record (its ``metrics`` hold ``test/src_acc`` and ``test/tgt_acc``).
+    A run that fails (non-finite loss, error) or is interrupted (SIGTERM/SIGINT) still writes
+    its record, with ``status`` "failed" or "interrupted", then re-raises.
     """
     t0 = time.time()
+    validate(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.method.name not in METHODS:
-        raise ValueError(f"method.name={cfg.method.name!r} is unknown; allowed: {', '.join(METHODS)}")
+    ckpt_dir = out / "checkpoints"
+    ckpt_path = resume_path(cfg, ckpt_dir)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("deterministic"):
         torch.use_deterministic_algorithms(True, warn_only=False)
     dm = build_datamodule(cfg)
     dm.prepare()
     model = build_method(cfg, dm.input_shape, dm.num_classes)
+    every = int(cfg.checkpoint.every_n_steps)
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    cbs = [
+        FiniteLossGuard(tcfg.get("log_every_n_steps", 50), every, ckpt_dir),
+        SaveOnSignal(ckpt_dir),
+        RNGState(),
+        ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every, save_top_k=0, save_last=True,
+                        enable_version_counter=False),
+        *(callbacks or []),
+    ]
+    if ckpt_path:
+        set_aside_csv(out)
+    trainer = pl.Trainer(**tcfg, logger=build_loggers(cfg, out), default_root_dir=str(out), callbacks=cbs)
+    steps = lambda: int(trainer.global_step)  # noqa: E731
     try:
-        trainer = pl.Trainer(**OmegaConf.to_container(cfg.trainer, resolve=True), logger=build_loggers(cfg, out),
-                             default_root_dir=str(out), enable_checkpointing=False)
-        trainer.fit(model, datamodule=dm)
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         # one dict per evaluation dataloader (source, target): merge them
         metrics = {k: float(v) for d in trainer.test(model, datamodule=dm, verbose=False) for k, v in d.items()}
-        record = {
-            "pair": cfg.pair.name, "method": cfg.method.name, "seed": int(cfg.seed), "status": "finished",
-            "source": cfg.pair.source, "target": cfg.pair.target,
-            "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit(),
-            "steps": int(trainer.global_step), "metrics": metrics, "wall_time_s": round(time.time() - t0, 3),
-            "host": socket.gethostname(), "device": str(dm.src_train.x.device),
-        }
+        record = _record(cfg, "finished", steps(), metrics, t0, device=str(dm.src_train.x.device),
+                         resumed_from=ckpt_path)
         if trainer.is_global_zero:
             write_record(out, record)
+            if not cfg.checkpoint.keep:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
             if dm.src_train.x.dim() == 2 and dm.src_train.x.shape[1] == 2:
                 from dann.plots import save_decision_boundary
 
@@ -90,7 +131,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                  metrics.get("test/src_acc", float("nan")), metrics.get("test/tgt_acc", float("nan")),
                  record["wall_time_s"])
         return record
+    except BaseException as e:
+        # Lightning turns SIGINT into sys.exit(1): ask the signal callback what really happened.
+        signalled = isinstance(e, (SIGTERMException, KeyboardInterrupt)) or trainer.received_sigterm or any(
+            isinstance(c, SaveOnSignal) and c.sigint for c in cbs)
+        status = "interrupted" if signalled else "failed"
+        if trainer.is_global_zero:
+            last = ckpt_dir / LAST_CKPT
+            write_record(out, _record(cfg, status, steps(), {}, t0, error=f"{type(e).__name__}: {e}",
+                                      last_checkpoint=str(last) if last.exists() else None,
+                                      resumed_from=ckpt_path))
+        log.error("%s on %s seed %d %s at step %d: %s", cfg.method.name, cfg.pair.name, cfg.seed, status,
+                  steps(), e)
+        raise
     finally:
+        merge_csv(out)
         finish_wandb()
 
 

@@ -47,7 +47,7 @@ def test_paper_optimisation_settings():
     """SGD 0.01/0.9, batch 64+64; annealing off only for the MNIST<->SVHN pairs (the paper)."""
     for pair in ("mnist_mnistm", "synnumbers_svhn", "svhn_mnist", "synsigns_gtsrb"):
         cfg = make_cfg("/tmp/unused", f"pair={pair}")
-        assert (cfg.optim.lr, cfg.optim.momentum, cfg.data.batch_size) == (0.01, 0.9, 64), pair
+        assert (cfg.optim.lr, cfg.optim.momentum, cfg.data.batch_size) == (0.01, 0.9, 128), pair
         assert cfg.optim.anneal is (pair != "svhn_mnist"), pair
         assert cfg.method.gamma == 10.0 if cfg.method.name == "dann" else True
 

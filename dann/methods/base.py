@@ -73,6 +73,7 @@ class DAMethod(pl.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         terms = self.losses(batch)
         loss = torch.stack(list(terms.values())).sum()
+        self._watch_finite(loss, terms)
         if self._is_log_step():
             # Only on logging steps: self.log costs far more than a toy step, and reading a
             # logged tensor forces a host-device sync on GPU.
@@ -84,6 +85,24 @@ class DAMethod(pl.LightningModule):
             logs.update(self.extra_train_logs(batch))
             self.log_dict(logs, on_step=True, on_epoch=False)
         return loss
+
+    def _watch_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """Remember the first step whose loss is not finite, on the device: no host sync here;
+        :class:`dann.callbacks.FiniteLossGuard` reads it every few steps."""
+        vals = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float()
+        if getattr(self, "_bad_step", None) is None or self._bad_step.device != vals.device:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=vals.device)
+            self._bad_vals = torch.zeros_like(vals)
+            self._bad_names = ["loss", *terms]
+        first = (self._bad_step < 0) & ~torch.isfinite(vals).all()
+        self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.global_step), self._bad_step)
+        self._bad_vals = torch.where(first, vals, self._bad_vals)
+
+    def first_nonfinite(self) -> tuple[int, dict[str, float]] | None:
+        """``(step, {term: value})`` of the first non-finite loss, or None (one host sync)."""
+        if getattr(self, "_bad_step", None) is None or int(self._bad_step) < 0:
+            return None
+        return int(self._bad_step), dict(zip(self._bad_names, self._bad_vals.tolist()))
 
     def _is_log_step(self) -> bool:
         # Lightning writes step metrics when (step + 1) % log_every_n_steps == 0: log exactly

@@ -1,0 +1,133 @@
+"""Callbacks that keep long sweeps safe: a non-finite-loss guard, RNG state in checkpoints,
+and a checkpoint on SIGTERM/SIGINT so a pre-empted run resumes where it stopped."""
+
+from __future__ import annotations
+
+import random
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+LAST_CKPT = "last.ckpt"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT arrived; a checkpoint of the last finished step was written."""
+
+
+class FiniteLossGuard(pl.Callback):
+    """Stop with :class:`NonFiniteLossError` naming the first bad step and its loss terms.
+
+    The method records the first non-finite step on the device (no host sync per step, see
+    ``DAMethod._watch_finite``); this callback reads it every ``check_every`` steps and on every
+    checkpoint step *before* the checkpoint callback runs, so no checkpoint ever holds weights
+    that a non-finite loss has touched: the last checkpoint on disk is the last good one.
+    """
+
+    def __init__(self, check_every: int, ckpt_every: int, ckpt_dir: Path):
+        self.check_every, self.ckpt_every, self.ckpt_dir = max(check_every, 1), ckpt_every, Path(ckpt_dir)
+
+    def check(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        bad = module.first_nonfinite()
+        if bad is not None:
+            step, terms = bad
+            last = self.ckpt_dir / LAST_CKPT
+            kept = f"the last good checkpoint is {last}" if last.exists() else "no checkpoint had been written yet"
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step}: " + ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
+                + f"; training stopped, {kept}. Lower optim.lr or check the inputs of this pair.")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        s = trainer.global_step
+        if s % self.check_every == 0 or s % self.ckpt_every == 0 or s >= trainer.max_steps or _signalled(trainer):
+            self.check(trainer, module)
+
+
+class RNGState(pl.Callback):
+    """Save the global RNG states in each checkpoint and restore them when training resumes,
+    so dropout masks after a resume are those of an uninterrupted run."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        np_state = np.random.get_state()
+        state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                 "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:])}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state
+
+    def on_train_start(self, trainer, module) -> None:
+        s, self._pending = self._pending, None
+        if not s:
+            return
+        torch.set_rng_state(s["torch"])
+        random.setstate(s["python"])
+        np.random.set_state((s["numpy"][0], np.array(s["numpy"][1], dtype=np.uint32), *s["numpy"][2:]))
+        if "cuda" in s and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _signalled(trainer: pl.Trainer) -> bool:
+    return bool(getattr(trainer, "received_sigterm", False)) or any(
+        isinstance(c, SaveOnSignal) and c.sigint for c in trainer.callbacks)
+
+
+class SaveOnSignal(pl.Callback):
+    """On SIGTERM (pre-emption, ``scancel``, SLURM time limit) or SIGINT (Ctrl-C), finish the
+    current step, write ``last.ckpt`` and stop. Lightning raises ``SIGTERMException`` after the
+    step for SIGTERM and this callback saves then; for SIGINT it raises :class:`RunInterrupted`
+    itself before the next step, instead of Python's KeyboardInterrupt in the middle of an update."""
+
+    def __init__(self, ckpt_dir: Path):
+        self.ckpt_dir = Path(ckpt_dir)
+        self.sigint = False
+        self._old = None
+
+    def on_train_start(self, trainer, module) -> None:
+        self.sigint = False
+        try:
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+        except ValueError:  # not the main thread: leave SIGINT alone
+            self._old = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.sigint = True
+
+    def _restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+    def _save(self, trainer, module) -> None:
+        if module.first_nonfinite() is None:  # never checkpoint weights a NaN has touched
+            trainer.save_checkpoint(self.ckpt_dir / LAST_CKPT)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+        # Ctrl-C: stop before the next step; the state is that of the end of the last one.
+        if self.sigint:
+            self._restore()
+            self._save(trainer, module)
+            raise RunInterrupted(f"interrupted at step {trainer.global_step}; checkpoint written")
+
+    def on_exception(self, trainer, module, exception) -> None:
+        self._restore()
+        # Lightning raises SIGTERMException at a step boundary, after the step the signal hit.
+        if isinstance(exception, SIGTERMException) and trainer.global_step < trainer.max_steps:
+            self._save(trainer, module)
+
+    def on_train_end(self, trainer, module) -> None:
+        self._restore()

@@ -1,0 +1,105 @@
+"""Fault injection on CPU: SIGTERM/SIGINT and resume, a NaN loss, bad configs, truncated records."""
+
+import json
+import os
+import signal
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from conftest import make_cfg
+from dann.config import ConfigError
+from dann.methods import DANN
+from dann.results import read_records
+from dann.train import train
+
+SHORT = ["method=dann", "trainer.max_steps=200", "trainer.val_check_interval=100", "checkpoint.every_n_steps=50",
+         "trainer.log_every_n_steps=10", "logger=csv", "deterministic=true"]
+
+
+class SendSignalAt(pl.Callback):
+    """Deliver a real signal to this process after step ``k`` (what `kill`/Ctrl-C/SLURM do)."""
+
+    def __init__(self, k: int, sig: int):
+        self.k, self.sig = k, sig
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.k:
+            os.kill(os.getpid(), self.sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path, sig):
+    full = train(make_cfg(tmp_path / "full", *SHORT))
+    cut = make_cfg(tmp_path / "cut", *SHORT)
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        train(cut, callbacks=[SendSignalAt(70, sig)])
+    rec = json.loads((tmp_path / "cut" / "results.json").read_text())
+    assert rec["status"] == "interrupted" and rec["steps"] == 70, rec
+    ckpt = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 70
+    resumed = train(make_cfg(tmp_path / "cut", *SHORT, "resume=auto"))
+    assert resumed["resumed_from"].endswith("last.ckpt")
+    assert resumed["steps"] == 200
+    assert resumed["metrics"] == full["metrics"]  # bitwise: same seed, deterministic CPU
+    # the learning curve of the first attempt is kept, in step order, without repeated steps
+    import csv
+
+    steps = [int(r["step"]) for r in csv.DictReader((tmp_path / "cut" / "metrics.csv").open()) if r["train/loss"]]
+    assert steps == sorted(steps) and len(steps) == len(set(steps)) and steps[0] == 9 and steps[-1] > 100
+
+
+def test_nan_loss_stops_run_names_step_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    original = DANN.losses
+
+    def losses_with_nan_at_120(self, batch):
+        terms = original(self, batch)
+        if self.global_step == 120:
+            terms["cls"] = terms["cls"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(DANN, "losses", losses_with_nan_at_120)
+    with pytest.raises(Exception, match=r"non-finite loss at step 120: loss=nan, cls=nan, dom=0\.\d+"):
+        train(make_cfg(tmp_path / "run", *SHORT))
+    rec = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert rec["status"] == "failed" and "NonFiniteLossError" in rec["error"] and rec["metrics"] == {}
+    ckpt = torch.load(rec["last_checkpoint"], weights_only=False)
+    assert ckpt["global_step"] == 100  # the last checkpoint step before 120
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values())
+    good, bad = read_records(tmp_path)
+    assert [r["status"] for r in good] == ["failed"] and not bad
+
+
+@pytest.mark.parametrize("override, key", [
+    ("optim.lr=-0.1", "optim.lr"),
+    ("data.batch_size=63", "data.batch_size"),
+    ("trainer.max_steps=0", "trainer.max_steps"),
+    ("+optim.lerning_rate=0.1", "optim.lerning_rate"),
+    ("pair.source=mnits", "pair.source"),
+    ("method.name=dan", "method.name"),
+])
+def test_bad_config_error_names_key(tmp_path, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
+        train(make_cfg(tmp_path, override))
+    assert not (tmp_path / "results.json").exists()
+    assert "allowed" in str(e.value) or "expected" in str(e.value) or "known" in str(e.value)
+
+
+@pytest.mark.parametrize("override", ["pair=mnist_mnistmm", "method=dan"])
+def test_unknown_pair_or_method_file_lists_options(tmp_path, override):
+    with pytest.raises((MissingConfigException, ConfigCompositionException)) as e:
+        make_cfg(tmp_path, override)
+    group = override.split("=")[0]
+    assert f"'{group}/" in str(e.value) or group in str(e.value)
+    assert "Available options" in str(e.value)
+
+
+def test_truncated_record_is_reported_not_read(tmp_path):
+    train(make_cfg(tmp_path / "ok", "trainer.max_steps=20", "trainer.val_check_interval=20"))
+    text = (tmp_path / "ok" / "results.json").read_text()
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "results.json").write_text(text[: len(text) // 2])
+    good, bad = read_records(tmp_path)
+    assert len(good) == 1 and len(bad) == 1 and bad[0][0].parent.name == "cut"

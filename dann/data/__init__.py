@@ -1,6 +1,11 @@
 """Domains, their cache, and the pair datamodule."""
 
 from dann.data.datamodule import DomainPairDataModule
-from dann.data.domains import REGISTRY, Split, get_domain, load_split, register
+from dann.data.domains import (REGISTRY, ChecksumError, CorruptDataError, DataError, DatasetNotFoundError, Split,
+                               get_domain, load_split, register)
 
-__all__ = ["DomainPairDataModule", "REGISTRY", "Split", "get_domain", "load_split", "register"]
+__all__ = ["DomainPairDataModule", "REGISTRY", "Split", "get_domain", "load_split", "register", "DataError",
+           "DatasetNotFoundError", "ChecksumError", "CorruptDataError"]
+
+# Domain modules register themselves on import (one line each below).
+from dann.data import real  # noqa: E402,F401

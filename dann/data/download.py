@@ -1,0 +1,168 @@
+"""Verified downloads, checksums and all-or-nothing extraction for the real domains.
+
+* :func:`fetch` downloads with torchvision's ``download_url`` to a temporary name in the
+  destination folder, verifies the pinned hash, and only then renames the file into place.
+  ``download_url`` itself writes straight to the final name, hence the temporary name.
+* :func:`verify` compares a file with its pinned md5/sha256. On a mismatch the file is
+  renamed to ``<name>.bad-checksum`` (kept for inspection, never used again) and
+  :class:`ChecksumError` names the file, the expected and the actual hash.
+* :func:`extract` unpacks an archive into a hidden ``.<target>.partial-<pid>`` folder and
+  renames the folder holding a marker file to ``target`` only when everything was
+  extracted; a truncated or malformed archive raises :class:`CorruptDataError` and leaves
+  nothing that a later run could mistake for a complete copy.
+
+Downloads run only when asked for: set ``DANN_DOWNLOAD=1`` (or call ``dann.data.real.download``).
+Compute nodes are often offline and torchvision's downloader has no timeout, so a build
+never reaches for the network on its own; missing files raise :class:`DatasetNotFoundError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import lzma
+import os
+import shutil
+import tarfile
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+from filelock import FileLock
+from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
+
+from dann.data.domains import ChecksumError, CorruptDataError, DataError, DatasetNotFoundError
+
+DOWNLOAD_ENV = "DANN_DOWNLOAD"
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2")
+_ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+def downloads_enabled() -> bool:
+    """True when ``$DANN_DOWNLOAD`` is set to 1/true/yes."""
+    return os.environ.get(DOWNLOAD_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def sha256sum(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def md5sum(path: Path) -> str:
+    return calculate_md5(path)
+
+
+def quarantine(path: Path, name: str | None = None) -> Path:
+    """Rename ``path`` to ``<name>.bad-checksum`` beside it (``.bad-checksum.2`` etc. if taken)."""
+    path = Path(path)
+    bad = path.with_name(f"{name or path.name}.bad-checksum")
+    k = 2
+    while bad.exists():
+        bad = path.with_name(f"{name or path.name}.bad-checksum.{k}")
+        k += 1
+    os.replace(path, bad)
+    return bad
+
+
+def verify(path: Path, *, md5: str | None = None, sha256: str | None = None, culprit: Path | None = None,
+           bad_name: str | None = None, label: str | None = None, hint: str = "") -> None:
+    """Check ``path`` against the pinned hash(es); on a mismatch quarantine and raise ChecksumError.
+
+    ``culprit`` is the file to quarantine (default ``path``; e.g. the ``.gz`` a temporary file was
+    decompressed from), ``bad_name`` the name its ``.bad-checksum`` copy gets, ``label`` how the
+    message names the file.
+    """
+    path = Path(path)
+    culprit = Path(culprit) if culprit else path
+    for algo, expected, fn in (("md5", md5, md5sum), ("sha256", sha256, sha256sum)):
+        if expected is None:
+            continue
+        actual = fn(path)
+        if actual != expected:
+            try:
+                where = f"it was renamed to {quarantine(culprit, bad_name)} (kept for inspection, never used again)"
+            except OSError as e:  # read-only folder: say so instead of hiding the problem
+                where = f"it could not be renamed ({e}); delete or replace it yourself"
+            raise ChecksumError(f"{label or culprit}: {algo} is {actual}, expected {expected}; {where}. "
+                                f"{hint}".strip())
+
+
+def fetch(urls: str | Sequence[str], dest: Path, *, md5: str | None = None, sha256: str | None = None) -> Path:
+    """Download ``dest`` from the first URL that works, verify it, then rename it into place."""
+    urls = [urls] if isinstance(urls, str) else list(urls)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    errors = []
+    for url in urls:
+        print(f"[dann] downloading {url} -> {dest}")
+        try:
+            download_url(url, str(dest.parent), tmp.name, md5=None)
+        except Exception as e:  # noqa: BLE001 - try the next mirror, report all failures below
+            tmp.unlink(missing_ok=True)
+            errors.append(f"{url}: {type(e).__name__}: {e}")
+            continue
+        verify(tmp, md5=md5, sha256=sha256, bad_name=dest.name, label=f"{dest} (downloaded from {url})")
+        os.replace(tmp, dest)
+        return dest
+    raise DatasetNotFoundError(f"could not download {dest.name}:\n  " + "\n  ".join(errors)
+                               + f"\nDownload it yourself and place it at {dest}.")
+
+
+def find_archives(folder: Path, patterns: Sequence[str] = ("*",)) -> list[Path]:
+    """Archive files (by suffix) in ``folder`` matching any of ``patterns``, sorted by name."""
+    if not folder.is_dir():
+        return []
+    found = {p for pat in patterns for p in folder.glob(pat)
+             if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(ARCHIVE_SUFFIXES)}
+    return sorted(found)
+
+
+def _content_root(tree: Path, marker: str) -> Path | None:
+    """The shallowest folder ``d`` under ``tree`` with ``d / marker`` a file."""
+    parts = Path(marker).parts
+    hits = [p for p in tree.rglob(parts[-1]) if p.is_file() and p.parts[-len(parts):] == parts]
+    if not hits:
+        return None
+    best = min(hits, key=lambda p: len(p.parts))
+    return best.parents[len(parts) - 1]
+
+
+def extract(archive: Path, target: Path, marker: str) -> Path:
+    """Extract ``archive`` so that the folder holding ``marker`` becomes ``target``; all or nothing.
+
+    Runs under a file lock; a ``target`` that already holds ``marker`` is returned as is.
+    """
+    archive, target = Path(archive), Path(target)
+    work = archive.parent  # lock and temporary folder live beside the archive; nothing is created
+    # under target's parents until the extraction is complete
+    with FileLock(str(work / f".{target.name}.extract.lock")):
+        if (target / marker).is_file():
+            return target
+        if target.exists():
+            raise DataError(f"{target} exists but has no {marker}, so it is not a complete copy; "
+                            f"remove it and run again to extract {archive}")
+        for stale in work.glob(f".{target.name}.partial-*"):  # left by a killed run
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = work / f".{target.name}.partial-{os.getpid()}"
+        print(f"[dann] extracting {archive} -> {target}")
+        try:
+            extract_archive(str(archive), str(tmp))
+            found = _content_root(tmp, marker)
+            if found is None:
+                raise CorruptDataError(f"{archive} has no {marker}: it is not the expected archive")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(found, target)
+        except _ARCHIVE_ERRORS as e:
+            raise CorruptDataError(f"{archive} is truncated or malformed ({type(e).__name__}: {e}); "
+                                   f"delete it and place a complete copy there") from e
+        except OSError as e:
+            raise DataError(f"could not extract {archive} to {target.parent} ({e}); check free disk space "
+                            f"and permissions") from e
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -127,9 +127,9 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
 
                 save_decision_boundary(model, dm, out / "decision_boundary.png",
                                        title=f"{cfg.method.name} on {cfg.pair.name}")
-        log.info("%s on %s seed %d: src %.4f tgt %.4f (%.1f s)", cfg.method.name, cfg.pair.name, cfg.seed,
-                 metrics.get("test/src_acc", float("nan")), metrics.get("test/tgt_acc", float("nan")),
-                 record["wall_time_s"])
+            log.info("%s on %s seed %d: src %.4f tgt %.4f (%.1f s)", cfg.method.name, cfg.pair.name, cfg.seed,
+                     metrics.get("test/src_acc", float("nan")), metrics.get("test/tgt_acc", float("nan")),
+                     record["wall_time_s"])
         return record
     except BaseException as e:
         # Lightning turns SIGINT into sys.exit(1): ask the signal callback what really happened.

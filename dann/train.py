@@ -6,16 +6,20 @@ The CLI (``dann-train``), the tests and the sweeps all call this one function.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import socket
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -27,6 +31,7 @@ from dann.data import DomainPairDataModule
 from dann.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv
 from dann.methods import METHODS, DAMethod
 from dann.models import build_nets
+from dann.pool import device_slot, pool_size
 from dann.results import git_commit, write_record
 
 log = logging.getLogger(__name__)
@@ -75,6 +80,7 @@ def _record(cfg: DictConfig, status: str, steps: int, metrics: dict[str, float],
         "source": cfg.pair.source, "target": cfg.pair.target, "selection": "last_step",
         "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit(),
         "steps": int(steps), "metrics": metrics, "wall_time_s": round(time.time() - t0, 3),
+        "started_at": datetime.fromtimestamp(t0).isoformat(), "finished_at": datetime.now().isoformat(),
         "host": socket.gethostname(), **extra,
     }
 
@@ -149,9 +155,23 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         finish_wandb()
 
 
+OmegaConf.register_new_resolver("dann_pool_size", pool_size, replace=True)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    record = train(cfg)
+    hc = HydraConfig.get()
+    if hc.mode == RunMode.MULTIRUN and "Joblib" in str(hc.launcher.get("_target_", "")):
+        # hydra/launcher=gpus: take a free device slot for this job's whole life
+        n = pool_size(cfg.pool.per_gpu, cfg.pool.cpu_jobs)
+        with device_slot(Path(hc.sweep.dir) / ".slots", n) as slot:
+            if torch.cuda.is_available():
+                cfg.trainer.accelerator, cfg.trainer.devices = "gpu", [slot // int(cfg.pool.per_gpu)]
+            else:
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
+            record = train(cfg)
+    else:
+        record = train(cfg)
     return record["metrics"].get(cfg.get("objective", "test/src_acc"), float("nan"))
 
 

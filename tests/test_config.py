@@ -56,3 +56,21 @@ def test_default_run_is_two_moons(tmp_path):
     cfg = make_cfg(tmp_path, "experiment=two_moons")
     assert cfg.pair.source == "moons" and cfg.pair.target == "moons_rot35"
     assert cfg.model.arch == "shallow" and cfg.model.hidden == 15
+
+
+EXPERIMENTS = sorted(p.stem for p in Path(CONF_DIR, "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_configs_compose_and_sweep_known_choices(experiment):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    for group, known in (("method", METHOD_NAMES), ("pair", PAIRS)):
+        if group in params:
+            assert set(str(params[group]).split(",")) <= set(known), (experiment, group)
+    if experiment.startswith("paper_table"):
+        assert len(str(params.seed).split(",")) >= 3
+        assert set(str(params.method).split(",")) == {"source_only", "sa", "dann", "target_only"}

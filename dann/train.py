@@ -28,6 +28,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from dann.callbacks import LAST_CKPT, FiniteLossGuard, RNGState, SaveOnSignal
 from dann.config import validate
 from dann.data import DomainPairDataModule
+from dann.data.custom import register_custom_domains
 from dann.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv
 from dann.methods import METHODS, DAMethod
 from dann.models import build_nets
@@ -93,6 +94,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     its record, with ``status`` "failed" or "interrupted", then re-raises.
     """
     t0 = time.time()
+    register_custom_domains(cfg.get("domains"))
     validate(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)

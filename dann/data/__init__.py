@@ -9,3 +9,5 @@ __all__ = ["DomainPairDataModule", "REGISTRY", "Split", "get_domain", "load_spli
 
 # Domain modules register themselves on import (one line each below).
 from dann.data import real  # noqa: E402,F401
+from dann.data import mnistm  # noqa: E402,F401
+from dann.data import custom  # noqa: E402,F401

@@ -64,6 +64,9 @@ class Domain:
     build: Callable[[Path, str], Split]
     cache: bool = True  # toy domains are generated in milliseconds and never cached
     doc: str = ""
+    #: cache folder name; custom domains add a hash of their declaration and files, so an
+    #: edited declaration or folder never gets a stale cache
+    cache_key: str | None = None
 
 
 REGISTRY: dict[str, Domain] = {}
@@ -108,7 +111,7 @@ def load_split(name: str, split: str, root: str | Path | None = None) -> Split:
     root = Path(root).expanduser() if root else default_root()
     if not domain.cache:
         return domain.build(root, split)
-    path = cache_path(root, name, split)
+    path = cache_path(root, domain.cache_key or name, split)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
         if path.exists():

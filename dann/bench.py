@@ -1,0 +1,350 @@
+"""``dann-bench``: DANN training speed, side by side, on the same data and machine.
+
+For each pair's network it measures, each in a fresh process (clean peak memory):
+
+1. ``framework``: ``train(cfg)`` as a user runs it (Lightning, the tensor data path, logging
+   every 50 steps, checkpoints, validation off during the timed window);
+2. ``dataloader``: a plain PyTorch loop with torchvision-style per-sample transforms and
+   ``torch.utils.data.DataLoader`` (the way most published DANN code trains), ``.item()``
+   every step for its log;
+3. ``floor``: the same network and loss in a minimal loop over batches drawn from tensors
+   already normalised in memory: the floor for this hardware.
+
+and the time to load each domain from its cache. ``--peer`` adds pytorch-adapt's DANN when
+that package is installed. Prints a table, writes JSON; the ratios are the headline, since
+absolute times on shared machines vary.
+
+    dann-bench --pairs mnist_mnistm --steps 300 --out bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+PAIRS = ("mnist_mnistm", "synnumbers_svhn", "synsigns_gtsrb")
+SYNTH_N = 20_000
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _peak_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _pair_cfg(pair: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from dann.train import CONF_DIR
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        return compose("train", overrides=[f"pair={pair}", "method=dann", *overrides])
+
+
+def _data(pair: str, synthetic: bool):
+    """(source, target) domain names, registering random stand-ins when asked or when the
+    pair's real data are not prepared (the speed of these nets does not depend on pixels)."""
+    from dann.data.domains import Domain, Split, register
+
+    cfg = _pair_cfg(pair, [])
+    src, tgt = cfg.pair.source, cfg.pair.target
+    if not synthetic:
+        try:
+            from dann.data import load_split
+
+            for d in (src, tgt):
+                load_split(d, "train")
+            return src, tgt, False
+        except Exception as e:  # noqa: BLE001 - fall back to stand-ins, and say so
+            print(f"[bench] {pair}: real data unavailable ({type(e).__name__}); using random images", file=sys.stderr)
+    c, s = cfg.pair.channels, cfg.pair.image_size
+    k = 43 if "gtsrb" in pair else 10
+    for name, seed in ((f"bench_{pair}_src", 0), (f"bench_{pair}_tgt", 1)):
+        def build(root, split, seed=seed):
+            g = torch.Generator().manual_seed(seed + (0 if split == "train" else 10))
+            n = SYNTH_N if split == "train" else 2000
+            return Split(torch.randint(0, 256, (n, c, s, s), dtype=torch.uint8, generator=g),
+                         torch.randint(0, k, (n,), generator=g))
+        register(Domain(name, k, build, cache=False))
+    return f"bench_{pair}_src", f"bench_{pair}_tgt", True
+
+
+class _StepTimer:
+    """Wall time between step ``warmup`` and the last step, with a device sync at both ends."""
+
+    def __init__(self, warmup: int):
+        import pytorch_lightning as pl
+
+        timer = self
+
+        class CB(pl.Callback):
+            def on_train_batch_start(self, trainer, *a):
+                if trainer.global_step == timer.warmup:
+                    _sync()
+                    timer.t0 = time.perf_counter()
+
+            def on_train_end(self, trainer, *a):
+                _sync()
+                timer.t1 = time.perf_counter()
+
+        self.warmup, self.t0, self.t1, self.callback = warmup, None, None, CB()
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: list[str]) -> dict[str, Any]:
+    import tempfile
+
+    from dann.train import train
+
+    src, tgt, synth = _data(pair, synthetic)
+    timer = _StepTimer(warmup)
+    with tempfile.TemporaryDirectory() as out:
+        cfg = _pair_cfg(pair, [f"output_dir={out}", f"pair.source={src}", f"pair.target={tgt}", "logger=csv",
+                               f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
+                               "trainer.enable_progress_bar=false", "+trainer.limit_val_batches=0", f"checkpoint.every_n_steps={steps}",
+                               "checkpoint.keep=false", *extra])
+        train(cfg, callbacks=[timer.callback])
+    sec = (timer.t1 - timer.t0) / (steps - warmup)
+    return {"ms_per_step": 1000 * sec, "images_per_s": cfg.data.batch_size / sec, "peak_mb": _peak_mb(),
+            "synthetic_data": synth}
+
+
+def _tensors(pair: str, synthetic: bool):
+    from dann.data import DomainPairDataModule
+
+    src, tgt, synth = _data(pair, synthetic)
+    cfg = _pair_cfg(pair, [])
+    dm = DomainPairDataModule(src, tgt, batch_size=64, channels=cfg.pair.channels, image_size=cfg.pair.image_size,
+                              device="cpu")
+    dm.setup("fit")
+    return cfg, dm, synth
+
+
+def _nets(cfg, dm, dev):
+    from dann.models import build_nets
+
+    n = build_nets(cfg.model.arch, dm.input_shape, dm.num_classes, dropout=cfg.model.get("dropout", 0.5))
+    mods = torch.nn.ModuleList([n.features, n.classifier, n.discriminator]).to(dev)
+    opt = torch.optim.SGD(mods.parameters(), lr=0.01, momentum=0.9)
+    return n, opt
+
+
+def _dann_step(n, opt, xs, ys, xt, lam: float) -> torch.Tensor:
+    from dann.grl import grad_reverse
+
+    f = n.features(torch.cat([xs, xt]))
+    cls = F.cross_entropy(n.classifier(f[:len(xs)]), ys)
+    d = n.discriminator(grad_reverse(f, lam)).squeeze(1)
+    dom = F.binary_cross_entropy_with_logits(d, torch.cat([d.new_zeros(len(xs)), d.new_ones(len(xt))]))
+    loss = cls + dom
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+def run_floor(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, Any]:
+    dev = _device()
+    cfg, dm, synth = _tensors(pair, synthetic)
+    xs, ys = dm.src_train.inputs(slice(None)).to(dev), dm.src_train.y.to(dev)
+    xt = dm.tgt_train.inputs(slice(None)).to(dev)
+    n, opt = _nets(cfg, dm, dev)
+    for k in range(steps):
+        if k == warmup:
+            _sync()
+            t0 = time.perf_counter()
+        i = torch.randint(0, len(xs), (64,), device=dev)
+        j = torch.randint(0, len(xt), (64,), device=dev)
+        _dann_step(n, opt, xs[i], ys[i], xt[j], 1.0)
+    _sync()
+    sec = (time.perf_counter() - t0) / (steps - warmup)
+    return {"ms_per_step": 1000 * sec, "images_per_s": 128 / sec, "peak_mb": _peak_mb(), "synthetic_data": synth}
+
+
+class _PerSample(torch.utils.data.Dataset):
+    """What torchvision datasets do: one PIL image per item, then ToTensor and Normalize."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, mean: list[float]):
+        from torchvision import transforms
+
+        self.x, self.y = x, y
+        self.tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, [1.0] * len(mean))])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        img = Image.fromarray(self.x[i].permute(1, 2, 0).numpy())
+        return self.tf(img), int(self.y[i])
+
+
+def run_dataloader(pair: str, steps: int, warmup: int, synthetic: bool, workers: int) -> dict[str, Any]:
+    dev = _device()
+    cfg, dm, synth = _tensors(pair, synthetic)
+    mean = dm.src_train.mean.flatten().tolist()
+    mk = lambda s: torch.utils.data.DataLoader(  # noqa: E731
+        _PerSample(s.x, s.y, mean), batch_size=64, shuffle=True, drop_last=True, num_workers=workers,
+        pin_memory=dev.type == "cuda", persistent_workers=workers > 0)
+    src, tgt = mk(dm.src_train), mk(dm.tgt_train)
+    n, opt = _nets(cfg, dm, dev)
+    it_s, it_t = iter(src), iter(tgt)
+    log = []
+    for k in range(steps):
+        if k == warmup:
+            _sync()
+            t0 = time.perf_counter()
+        try:
+            xs, ys = next(it_s)
+        except StopIteration:
+            it_s = iter(src)
+            xs, ys = next(it_s)
+        try:
+            xt, _ = next(it_t)
+        except StopIteration:
+            it_t = iter(tgt)
+            xt, _ = next(it_t)
+        loss = _dann_step(n, opt, xs.to(dev, non_blocking=True), ys.to(dev, non_blocking=True),
+                          xt.to(dev, non_blocking=True), 1.0)
+        log.append(loss.item())  # what a typical loop does to print its loss
+    _sync()
+    sec = (time.perf_counter() - t0) / (steps - warmup)
+    return {"ms_per_step": 1000 * sec, "images_per_s": 128 / sec, "peak_mb": _peak_mb(), "synthetic_data": synth,
+            "num_workers": workers}
+
+
+def run_load(pair: str) -> dict[str, Any]:
+    from dann.data import load_split
+
+    cfg = _pair_cfg(pair, [])
+    out = {}
+    for d in (cfg.pair.source, cfg.pair.target):
+        try:
+            load_split(d, "train")  # build the cache if needed (not timed)
+            t = time.perf_counter()
+            load_split(d, "train")
+            load_split(d, "test")
+            out[d] = time.perf_counter() - t
+        except Exception as e:  # noqa: BLE001
+            out[d] = f"unavailable: {type(e).__name__}"
+    return out
+
+
+def run_peer(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, Any]:
+    try:
+        import pytorch_adapt  # noqa: F401
+    except ImportError:
+        return {"skipped": "pytorch-adapt is not installed (pip install pytorch-adapt)"}
+    from pytorch_adapt.hooks import DANNHook
+
+    dev = _device()
+    cfg, dm, synth = _tensors(pair, synthetic)
+    xs, ys = dm.src_train.inputs(slice(None)).to(dev), dm.src_train.y.to(dev)
+    xt = dm.tgt_train.inputs(slice(None)).to(dev)
+    n, _ = _nets(cfg, dm, dev)
+    G, C, D = n.features, n.classifier, torch.nn.Sequential(n.discriminator, torch.nn.Flatten(0))
+    opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (G, C, D)]
+    hook = DANNHook(opts)
+    models = {"G": G, "C": C, "D": D}
+    for k in range(steps):
+        if k == warmup:
+            _sync()
+            t0 = time.perf_counter()
+        i = torch.randint(0, len(xs), (64,), device=dev)
+        j = torch.randint(0, len(xt), (64,), device=dev)
+        data = {"src_imgs": xs[i], "src_labels": ys[i], "target_imgs": xt[j],
+                "src_domain": torch.zeros(64, device=dev), "target_domain": torch.ones(64, device=dev)}
+        hook({**models, **data})
+    _sync()
+    sec = (time.perf_counter() - t0) / (steps - warmup)
+    return {"ms_per_step": 1000 * sec, "images_per_s": 128 / sec, "peak_mb": _peak_mb(), "synthetic_data": synth}
+
+
+def _worker(argv: list[str]) -> None:
+    mode, pair, steps, warmup, synthetic, workers = argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4] == "1", int(argv[5])
+    extra = argv[6:]
+    fn = {"framework": lambda: run_framework(pair, steps, warmup, synthetic, extra),
+          "floor": lambda: run_floor(pair, steps, warmup, synthetic),
+          "dataloader": lambda: run_dataloader(pair, steps, warmup, synthetic, workers),
+          "load": lambda: run_load(pair),
+          "peer": lambda: run_peer(pair, steps, warmup, synthetic)}[mode]
+    print("BENCH_JSON " + json.dumps(fn()), flush=True)
+
+
+def _spawn(mode: str, pair: str, a, extra: list[str]) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "dann.bench", "--_worker", mode, pair, str(a.steps), str(a.warmup),
+           "1" if a.synthetic else "0", str(a.workers), *extra]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, WANDB_MODE="disabled"))
+    for line in p.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            return json.loads(line[len("BENCH_JSON "):])
+    return {"error": (p.stderr or p.stdout)[-800:]}
+
+
+def cli(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--_worker":
+        _worker(argv[1:])
+        return 0
+    ap = argparse.ArgumentParser(prog="dann-bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pairs", nargs="+", default=list(PAIRS), help="one pair per network (default: one per paper net)")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
+    ap.add_argument("--synthetic", action="store_true", help="random images of the pair's shape instead of real data")
+    ap.add_argument("--peer", action="store_true", help="also pytorch-adapt's DANN, when installed")
+    ap.add_argument("--out", default="bench.json")
+    ap.add_argument("overrides", nargs="*", help="config overrides for the framework run (e.g. optim.fused=true)")
+    a = ap.parse_args(argv)
+    modes = ["framework", "dataloader", "floor"] + (["peer"] if a.peer else [])
+    dev = _device()
+    res: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu x{os.cpu_count()}",
+                           "torch": torch.__version__, "steps": a.steps, "warmup": a.warmup, "pairs": {}}
+    rows = []
+    for pair in a.pairs:
+        r = {m: _spawn(m, pair, a, a.overrides if m == "framework" else []) for m in modes}
+        r["load_s"] = _spawn("load", pair, a, [])
+        fw, fl, dl = (r[m].get("ms_per_step") for m in ("framework", "floor", "dataloader"))
+        r["framework_over_floor"] = fw / fl if fw and fl else None
+        r["dataloader_over_framework"] = dl / fw if dl and fw else None
+        res["pairs"][pair] = r
+        for m in modes:
+            v = r[m]
+            rows.append(f"| {pair} | {m} | " + (f"{v['ms_per_step']:.1f} | {v['images_per_s']:.0f} | {v['peak_mb']:.0f} |"
+                                                 if "ms_per_step" in v else f"{v.get('skipped') or v.get('error', '')[-120:]} | | |"))
+    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"device: {res['device']}, torch {res['torch']}, {a.steps} steps ({a.warmup} warm-up), batch 64+64\n")
+    print("| pair | loop | ms/step | images/s | peak MB |\n|---|---|---|---|---|")
+    print("\n".join(rows))
+    print()
+    for pair, r in res["pairs"].items():
+        f = lambda x: f"{x:.2f}" if isinstance(x, float) else "n/a"  # noqa: E731
+        print(f"{pair}: framework / floor = {f(r['framework_over_floor'])}, DataLoader loop / framework = "
+              f"{f(r['dataloader_over_framework'])}; cache load (train+test): "
+              + ", ".join(f"{d} {v:.2f} s" if isinstance(v, float) else f"{d} {v}" for d, v in r["load_s"].items()))
+    print(f"\nJSON: {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

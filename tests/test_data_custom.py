@@ -1,4 +1,4 @@
-"""Custom domains from config, the dann-data CLI, and the mnist_m_regen recipe on tiny fixtures."""
+"""Custom domains declared in config (image folders, npz) and the mnist_m_regen recipe, on tiny fixtures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from PIL import Image
 from conftest import make_cfg
 from dann.config import ConfigError
 from dann.data import load_split
-from dann.data.cli import cli
 from dann.data.custom import register_custom_domains
 from dann.data.domains import CorruptDataError, DatasetNotFoundError, get_domain
 from dann.train import train
@@ -87,14 +86,64 @@ def test_class_folders_must_match_and_images_must_decode(tmp_path):
     te = image_tree(tmp_path / "te")
     (te / "fox").mkdir()
     Image.new("RGB", (8, 8)).save(te / "fox" / "0.png")
-    register_custom_domains({"mism": {"kind": "image_folder", "train": str(tr), "test": str(te)}})
-    with pytest.raises(ConfigError, match="differ from the train"):
-        load_split("mism", "test", tmp_path / "root")
+    with pytest.raises(ConfigError, match=r"domains\.mism\.test: the class folders .*'fox'.* differ"):
+        register_custom_domains({"mism": {"kind": "image_folder", "train": str(tr), "test": str(te)}})
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"domains\.nocls\.train: .*one sub-folder per class"):
+        register_custom_domains({"nocls": {"kind": "image_folder", "train": str(tmp_path / "empty"),
+                                           "test_fraction": 0.5}})
     (tr / "cat" / "broken.png").write_bytes(b"\x89PNG not really")
     register_custom_domains({"broken": {"kind": "image_folder", "train": str(tr), "test_fraction": 0.5}})
     with pytest.raises(CorruptDataError, match="broken.png"):
         load_split("broken", "train", tmp_path / "root")
     assert not list((tmp_path / "root" / "cache").glob("custom-broken-*/*.pt"))
+
+
+def test_image_size_resizes_and_mixed_sizes_need_it(tmp_path):
+    tr = image_tree(tmp_path / "tr")
+    Image.new("RGB", (12, 10), (9, 9, 9)).save(tr / "dog" / "big.png")
+    register_custom_domains({"mixed": {"kind": "image_folder", "train": str(tr), "test_fraction": 0.25}})
+    with pytest.raises(ConfigError, match=r"domains\.mixed\.image_size"):
+        load_split("mixed", "train", tmp_path / "root")
+    register_custom_domains({"sized": {"kind": "image_folder", "train": str(tr), "test_fraction": 0.25,
+                                       "image_size": 16}})
+    s = load_split("sized", "train", tmp_path / "root")
+    assert s.x.shape == (10, 3, 16, 16)
+    assert int(s.x[s.y == 0][0, 0, 8, 8]) in range(195, 216)  # a "cat" is still red after resizing
+
+
+def test_npz_label_and_array_errors(tmp_path):
+    x = np.zeros((6, 8, 8), np.uint8)
+    cases = {
+        "len": (dict(x=x, y=np.zeros(5, int)), r"y must be integer labels of shape \(6,\)"),
+        "noy": (dict(x=x), r"must hold arrays 'x' and 'y'"),
+        "neg": (dict(x=x, y=np.array([0, 1, 2, -1, 0, 1])), r"labels must lie in 0\.\.2"),
+        "float_y": (dict(x=x, y=np.zeros(6)), r"y must be integer labels"),
+        "c5": (dict(x=np.zeros((6, 8, 8, 5), np.uint8), y=np.zeros(6, int)), r"x must be uint8 of shape"),
+        "empty": (dict(x=np.zeros((0, 8, 8), np.uint8), y=np.zeros(0, int)), r"holds no samples"),
+    }
+    for name, (arrays, msg) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+        with pytest.raises(ConfigError, match=rf"domains\.{name}\.train: .*{msg}"):
+            register_custom_domains({name: {"kind": "npz", "train": str(tmp_path / f"{name}.npz"),
+                                            "test_fraction": 0.5}})
+    (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CorruptDataError, match="trunc.npz"):
+        register_custom_domains({"trunc": {"kind": "npz", "train": str(tmp_path / "trunc.npz"), "test_fraction": 0.5}})
+
+
+def test_declared_num_classes_and_all_or_nothing(tmp_path):
+    good = str(npz(tmp_path / "ok.npz"))
+    k5 = {"kind": "npz", "train": good, "test_fraction": 0.2, "num_classes": 5}
+    assert register_custom_domains({"k5": k5}) == ["k5"]
+    assert get_domain("k5").num_classes == 5
+    with pytest.raises(ConfigError, match=r"domains\.second\.kind"):
+        register_custom_domains({"first": {"kind": "npz", "train": good, "test_fraction": 0.2},
+                                 "second": {"kind": "mat", "train": good}})
+    with pytest.raises(KeyError):
+        get_domain("first")  # one bad entry registers none
+    with pytest.raises(ConfigError, match=r"domains\.mnist: 'mnist' is a built-in domain"):
+        register_custom_domains({"mnist": {"kind": "npz", "train": good, "test_fraction": 0.2}})
 
 
 def test_editing_the_folder_gives_a_fresh_cache(tmp_path):
@@ -109,46 +158,47 @@ def test_editing_the_folder_gives_a_fresh_cache(tmp_path):
     assert len(list((tmp_path / "root" / "cache").glob("custom-ed-*"))) == 2
 
 
+def test_moving_an_image_to_another_class_gives_a_fresh_cache(tmp_path):
+    tr = image_tree(tmp_path / "tr")
+    spec = {"mv": {"kind": "image_folder", "train": str(tr), "test_fraction": 0.25}}
+    register_custom_domains(spec)
+    before = torch.cat([load_split("mv", s, tmp_path / "root").y for s in ("train", "test")])
+    (tr / "cat" / "0.png").rename(tr / "dog" / "moved.png")  # a rename keeps size and mtime
+    register_custom_domains(spec)
+    after = torch.cat([load_split("mv", s, tmp_path / "root").y for s in ("train", "test")])
+    assert torch.bincount(before).tolist() == [4, 4, 4] and torch.bincount(after).tolist() == [3, 5, 4]
+    assert len(list((tmp_path / "root" / "cache").glob("custom-mv-*"))) == 2
+
+
 def test_train_on_a_custom_pair_declared_in_config(tmp_path):
-    src, tgt = npz(tmp_path / "s.npz", n=64, shape=(32, 32, 3)), npz(tmp_path / "t.npz", n=64, shape=(32, 32, 3), seed=1)
+    src = npz(tmp_path / "s.npz", n=64, shape=(32, 32, 3))
+    tgt = npz(tmp_path / "t.npz", n=64, shape=(32, 32, 3), seed=1)
     decl = []
     for name, path in (("csrc", src), ("ctgt", tgt)):
         decl += [f"+domains.{name}.kind=npz", f"+domains.{name}.train={path}", f"+domains.{name}.test_fraction=0.25"]
-    cfg = make_cfg(tmp_path / "run", *decl, "pair.source=csrc", "pair.target=ctgt", "pair.channels=3",
-                   "pair.image_size=32", "model=mnist", "data.batch_size=16", "trainer.max_steps=10",
-                   "trainer.val_check_interval=10", f"data.root={tmp_path / 'root'}")
+    # the recipe of conf/domains/example.yaml: an image pair's settings, its domains swapped
+    cfg = make_cfg(tmp_path / "run", *decl, "pair=mnist_mnistm", "pair.name=custom", "pair.source=csrc",
+                   "pair.target=ctgt", "data.batch_size=16", "trainer.max_steps=20",
+                   "trainer.val_check_interval=20", f"data.root={tmp_path / 'root'}")
     rec = train(cfg)
-    assert rec["status"] == "finished" and rec["source"] == "csrc" and 0 <= rec["metrics"]["test/tgt_acc"] <= 1
+    assert rec["status"] == "finished" and rec["source"] == "csrc" and rec["steps"] == 20
+    assert rec["pair"] == "custom" and 0 <= rec["metrics"]["test/tgt_acc"] <= 1
+    assert len(list((tmp_path / "root" / "cache").glob("custom-c*-*/*.pt"))) == 4
+
+
+def test_train_refuses_a_bad_declaration(tmp_path):
+    cfg = make_cfg(tmp_path / "run", "+domains.oops.kind=csv", "+domains.oops.train=/x")
+    with pytest.raises(ConfigError, match=r"domains\.oops\.kind: 'csv' .* allowed: image_folder, npz"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_domains_config_group_example_composes(tmp_path):
-    cfg = make_cfg(tmp_path, "+domains=example")
+    cfg = make_cfg(tmp_path, "+domains=example", "pair=mnist_mnistm", "pair.source=my_photos")
     assert cfg.domains.my_photos.kind == "image_folder" and cfg.domains.my_arrays.kind == "npz"
-
-
-# ------------------------------------------------------------------------------ dann-data CLI
-def test_cli_list_prepare_show(tmp_path, capsys):
-    decl = tmp_path / "d.yaml"
-    decl.write_text(f"domains:\n  cli_toy:\n    kind: npz\n    train: {npz(tmp_path / 'a.npz', n=30)}\n"
-                    f"    test_fraction: 0.2\n")
-    base = ["--root", str(tmp_path / "root"), "--config", str(decl)]
-    assert cli(base + ["list"]) == 0
-    out = capsys.readouterr().out
-    assert "moons" in out and "cli_toy" in out and "not prepared" in out
-    assert cli(base + ["prepare", "cli_toy"]) == 0
-    out = capsys.readouterr().out
-    assert "cli_toy/train: 24 samples" in out and "cli_toy/test: 6 samples" in out
-    assert len(list((tmp_path / "root" / "cache").glob("custom-cli_toy-*/*.pt"))) == 2
-    png = tmp_path / "grid.png"
-    assert cli(base + ["show", "cli_toy", "--per-class", "4", "--out", str(png)]) == 0
-    with Image.open(png) as im:
-        assert im.width > 100 and im.height > 100
-
-
-def test_cli_unknown_domain_exit_code_2(tmp_path, capsys):
-    assert cli(["--root", str(tmp_path), "prepare", "mnits"]) == 2
-    err = capsys.readouterr().err
-    assert "unknown domain 'mnits'" in err and "mnist_m" in err
+    assert cfg.model.arch == "mnist" and cfg.pair.source == "my_photos"
+    with pytest.raises(ConfigError, match=r"domains\.my_photos\.train: /data/my_photos/train is not an existing"):
+        train(cfg)  # the example's paths are placeholders
 
 
 # ------------------------------------------------------------------------------ mnist_m_regen

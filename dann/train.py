@@ -55,10 +55,12 @@ def build_method(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int
     m = cfg.model
     nets = build_nets(m.arch, input_shape, num_classes, hidden=m.get("hidden", 15), dropout=m.get("dropout", 0.5))
     o = cfg.optim
+    # method-specific options (e.g. SA's sa_dim): every key of conf/method/<name>.yaml but these two
+    extra = {k: v for k, v in OmegaConf.to_container(cfg.method, resolve=True).items() if k not in ("name", "gamma")}
     return METHODS[cfg.method.name](
         nets, num_classes=num_classes, max_steps=cfg.trainer.max_steps, lr=o.lr, momentum=o.momentum,
         weight_decay=o.weight_decay, anneal=o.anneal, alpha=o.alpha, beta=o.beta,
-        gamma=cfg.method.get("gamma", 10.0), fused_optimizer=o.get("fused", False),
+        gamma=cfg.method.get("gamma", 10.0), fused_optimizer=o.get("fused", False), **extra,
     )
 
 
@@ -84,6 +86,48 @@ def _record(cfg: DictConfig, status: str, steps: int, metrics: dict[str, float],
         "started_at": datetime.fromtimestamp(t0).isoformat(), "finished_at": datetime.now().isoformat(),
         "host": socket.gethostname(), **extra,
     }
+
+
+def label_free_scores(model: DAMethod, dm: DomainPairDataModule) -> dict[str, float]:
+    """Scores that read no target label: the proxy A-distance of the learnt features."""
+    from dann.analysis import extract_features, proxy_a_distance
+
+    fs, _ = extract_features(model.features, dm.src_test)
+    ft, _ = extract_features(model.features, dm.tgt_test)
+    return {"test/pad": proxy_a_distance(fs, ft)}
+
+
+def save_figures(cfg: DictConfig, model: DAMethod, dm: DomainPairDataModule, out: Path) -> dict[str, Path]:
+    """Learning curves for every run; decision boundaries for 2-D pairs."""
+    from dann.analysis import save_learning_curves
+
+    figs: dict[str, Path] = {}
+    merge_csv(out)
+    if (out / "metrics.csv").exists():
+        p = save_learning_curves(out / "metrics.csv", out / "learning_curves.png",
+                                 title=f"{cfg.method.name} on {cfg.pair.name}, seed {cfg.seed}")
+        if p:
+            figs["learning_curves"] = p
+    if dm.src_train.x.dim() == 2 and dm.src_train.x.shape[1] == 2:
+        from dann.plots import save_decision_boundary
+
+        figs["decision_boundary"] = save_decision_boundary(model, dm, out / "decision_boundary.png",
+                                                           title=f"{cfg.method.name} on {cfg.pair.name}")
+    return figs
+
+
+def log_to_wandb(record: dict[str, Any], figures: dict[str, Path]) -> None:
+    """Summary values W&B's tables and grouping need, and the figures as images."""
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    if wandb.run is None:
+        return
+    wandb.run.summary.update({**record["metrics"], "steps": record["steps"], "wall_time_s": record["wall_time_s"],
+                              "status": record["status"], "selection": record["selection"]})
+    if figures:
+        wandb.log({f"figures/{k}": wandb.Image(str(v)) for k, v in figures.items()})
 
 
 def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
@@ -124,17 +168,16 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         # one dict per evaluation dataloader (source, target): merge them
         metrics = {k: float(v) for d in trainer.test(model, datamodule=dm, verbose=False) for k, v in d.items()}
+        if trainer.is_global_zero:
+            metrics.update(label_free_scores(model, dm))
         record = _record(cfg, "finished", steps(), metrics, t0, device=str(dm.src_train.x.device),
-                         resumed_from=ckpt_path)
+                         resumed_from=ckpt_path, **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)
             if not cfg.checkpoint.keep:
                 shutil.rmtree(ckpt_dir, ignore_errors=True)
-            if dm.src_train.x.dim() == 2 and dm.src_train.x.shape[1] == 2:
-                from dann.plots import save_decision_boundary
-
-                save_decision_boundary(model, dm, out / "decision_boundary.png",
-                                       title=f"{cfg.method.name} on {cfg.pair.name}")
+            figures = save_figures(cfg, model, dm, out)
+            log_to_wandb(record, figures)
             log.info("%s on %s seed %d: src %.4f tgt %.4f (%.1f s)", cfg.method.name, cfg.pair.name, cfg.seed,
                      metrics.get("test/src_acc", float("nan")), metrics.get("test/tgt_acc", float("nan")),
                      record["wall_time_s"])
@@ -148,7 +191,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             last = ckpt_dir / LAST_CKPT
             write_record(out, _record(cfg, status, steps(), {}, t0, error=f"{type(e).__name__}: {e}",
                                       last_checkpoint=str(last) if last.exists() else None,
-                                      resumed_from=ckpt_path))
+                                      resumed_from=ckpt_path, **model.record_extras()))
         log.error("%s on %s seed %d %s at step %d: %s", cfg.method.name, cfg.pair.name, cfg.seed, status,
                   steps(), e)
         raise

@@ -2,6 +2,7 @@
 
 from dann.methods.base import DAMethod
 from dann.methods.dann import DANN
+from dann.methods.sa import SA
 from dann.methods.source_only import SourceOnly
 from dann.methods.target_only import TargetOnly
 
@@ -9,6 +10,7 @@ METHODS: dict[str, type[DAMethod]] = {
     "source_only": SourceOnly,
     "dann": DANN,
     "target_only": TargetOnly,
+    "sa": SA,
 }
 
-__all__ = ["DAMethod", "DANN", "SourceOnly", "TargetOnly", "METHODS"]
+__all__ = ["DAMethod", "DANN", "SA", "SourceOnly", "TargetOnly", "METHODS"]

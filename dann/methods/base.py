@@ -142,6 +142,10 @@ class DAMethod(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def record_extras(self) -> dict[str, Any]:
+        """Fields this method adds to its results record: at least the model-selection rule."""
+        return {"selection": "last_step"}
+
     # -- helpers for subclasses ----------------------------------------------------------
     def source_ce(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self(batch["src_x"]), batch["src_y"])

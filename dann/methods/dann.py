@@ -24,4 +24,9 @@ class DANN(DAMethod):
         cls = F.cross_entropy(self.classifier(f[:ns]), batch["src_y"])
         d = self.discriminator(grad_reverse(f, self.lambda_p)).squeeze(1)
         dom_y = torch.cat([d.new_zeros(ns), d.new_ones(len(xt))])  # 0 = source, 1 = target
+        self._dom = (d.detach(), dom_y)  # for the learning curves (read on logging steps only)
         return {"cls": cls, "dom": F.binary_cross_entropy_with_logits(d, dom_y)}
+
+    def extra_train_logs(self, batch):
+        d, y = self._dom
+        return {"train/dom_acc": ((d > 0).float() == y).float().mean()}

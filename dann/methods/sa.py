@@ -1,0 +1,220 @@
+"""Subspace alignment (SA; Fernando et al., ICCV 2013), the paper's second baseline.
+
+Training is the source-only method's (``L = CE(G_y(G_f(x_s)), y_s)``). After training, on
+the penultimate-layer features of the network (the input of the label predictor's last
+linear layer: for the digit/sign nets the last hidden fc layer, for the shallow net the
+hidden sigmoid layer), each domain is z-scored with its own training statistics, and
+(Fernando et al., Algorithm 1)::
+
+    Ps, Pt = top-d PCA eigenvectors of source, target     (k x d, orthonormal columns)
+    M      = Ps^T Pt                                      (aligns the source basis to Pt)
+    Sa     = Xs Ps M,   Tt = Xt Pt
+
+A linear classifier (multinomial logistic regression, L-BFGS, deterministic) is trained on
+``(Sa, y_s)`` and applied to the target test set projected as ``Tt``. No target label is
+read unless ``select="oracle"``: then every ``d`` in ``sa_dims`` is tried and the best
+target *test* accuracy is kept (the paper's protocol, d in 2..60), and the run says so.
+
+Note: with ``d = k`` (full dimension) ``Ps M = Ps Ps^T Pt = Pt``, so SA is the unaligned
+classifier in a rotated basis: the alignment only acts when ``d < k``.
+
+Test metrics: ``test/tgt_acc`` is SA's target accuracy; ``test/src_acc`` stays the
+network's source accuracy; ``test/tgt_acc_nosa`` is the network's own target accuracy
+(the source-only number); ``sa/src_acc`` is the aligned classifier on the source test
+set; ``sa/dim`` is the ``d`` used.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from dann.data.datamodule import DeviceSplit
+from dann.methods.base import DOMAINS
+from dann.methods.source_only import SourceOnly
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("last_step", "oracle")
+
+
+@dataclass
+class Alignment:
+    """Per-domain z-scoring and PCA bases, fitted once; sliced to any ``d <= max_dim``."""
+
+    mu_s: np.ndarray
+    sd_s: np.ndarray
+    mu_t: np.ndarray
+    sd_t: np.ndarray
+    ps: np.ndarray  # (k, max_dim), columns by decreasing source variance
+    pt: np.ndarray  # (k, max_dim), columns by decreasing target variance
+
+    @property
+    def max_dim(self) -> int:
+        return self.ps.shape[1]
+
+    def _check(self, d: int) -> None:
+        if not 1 <= d <= self.max_dim:
+            raise ValueError(f"subspace size d={d} is outside 1..{self.max_dim}")
+
+    def source(self, x: np.ndarray, d: int) -> np.ndarray:
+        """``Xs Ps M`` with ``M = Ps^T Pt`` (Fernando et al., eq. 3 and Algorithm 1)."""
+        self._check(d)
+        ps, pt = self.ps[:, :d], self.pt[:, :d]
+        return ((x - self.mu_s) / self.sd_s) @ ps @ (ps.T @ pt)
+
+    def target(self, x: np.ndarray, d: int) -> np.ndarray:
+        """``Xt Pt``, with the target's training statistics only."""
+        self._check(d)
+        return ((x - self.mu_t) / self.sd_t) @ self.pt[:, :d]
+
+
+def _stats(x: np.ndarray, standardize: bool) -> tuple[np.ndarray, np.ndarray]:
+    mu = x.mean(0)
+    if not standardize:
+        return mu, np.ones_like(mu)
+    sd = x.std(0)
+    return mu, np.where(sd > 1e-8, sd, 1.0)  # dead (constant) units: centre only
+
+
+def pca_basis(z: np.ndarray, d: int) -> np.ndarray:
+    """Top-``d`` eigenvectors (columns, by decreasing eigenvalue) of the covariance of centred ``z``."""
+    cov = z.T @ z / max(len(z) - 1, 1)
+    w, v = np.linalg.eigh(cov)  # ascending
+    return np.ascontiguousarray(v[:, ::-1][:, :d])
+
+
+def fit_alignment(xs: np.ndarray, xt: np.ndarray, max_dim: int, standardize: bool = True) -> Alignment:
+    """Fit SA's statistics on unlabelled source and target training features (n x k)."""
+    xs, xt = np.asarray(xs, np.float64), np.asarray(xt, np.float64)
+    if xs.ndim != 2 or xt.ndim != 2 or xs.shape[1] != xt.shape[1]:
+        raise ValueError(f"SA needs two (n, k) feature matrices of equal k; got {xs.shape} and {xt.shape}")
+    d = min(max_dim, xs.shape[1])
+    mu_s, sd_s = _stats(xs, standardize)
+    mu_t, sd_t = _stats(xt, standardize)
+    return Alignment(mu_s, sd_s, mu_t, sd_t, pca_basis((xs - mu_s) / sd_s, d), pca_basis((xt - mu_t) / sd_t, d))
+
+
+def fit_linear(z: np.ndarray, y: np.ndarray) -> LogisticRegression:
+    """The linear classifier of SA: L2-regularised multinomial logistic regression (L-BFGS)."""
+    return LogisticRegression(C=1.0, max_iter=2000).fit(z, y)
+
+
+def subsample(n: int, n_max: int, seed: int) -> np.ndarray:
+    """At most ``n_max`` indices of ``range(n)``, sorted, chosen by ``seed``."""
+    if n <= n_max:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, n_max, replace=False))
+
+
+class SA(SourceOnly):
+    """Source-only training, then subspace alignment of penultimate features at test time.
+
+    Args (beyond :class:`DAMethod`'s):
+        sa_dim: subspace size ``d`` for ``select="last_step"`` (clipped to the feature size).
+        select: ``"last_step"`` (no target label is read) or ``"oracle"`` (best ``d`` of
+            ``sa_dims`` on target test labels, the paper's protocol).
+        sa_dims: candidate sizes for the oracle.
+        sa_max_samples: at most this many training points per domain (seeded) for PCA and
+            the classifier.
+        sa_standardize: z-score each domain with its own training statistics first.
+        sa_seed: seed of the subsample.
+    """
+
+    def __init__(self, *args: Any, sa_dim: int = 50, select: str = "last_step", sa_dims: Sequence[int] | None = None,
+                 sa_max_samples: int = 20000, sa_standardize: bool = True, sa_seed: int = 0, **kwargs: Any):
+        if select not in SELECTIONS:
+            raise ValueError(f"method.select={select!r} is unknown; allowed: {', '.join(SELECTIONS)}")
+        if select == "oracle" and not sa_dims:
+            raise ValueError("method.select=oracle needs method.sa_dims, the list of subspace sizes to try")
+        if int(sa_dim) < 1 or any(int(d) < 1 for d in (sa_dims or [])):
+            raise ValueError(f"subspace sizes must be >= 1; got sa_dim={sa_dim}, sa_dims={sa_dims}")
+        super().__init__(*args, **kwargs)
+        self.sa_dim, self.select = int(sa_dim), select
+        self.sa_dims = [int(d) for d in sa_dims] if sa_dims else []
+        self.sa_max_samples, self.sa_standardize, self.sa_seed = int(sa_max_samples), bool(sa_standardize), sa_seed
+        #: after testing: {"dim", "tgt_acc", "src_acc", "by_dim": {d: target acc}}
+        self.sa_result: dict[str, Any] | None = None
+
+    def record_extras(self) -> dict[str, Any]:
+        """Fields for the results record: the model-selection rule (and SA's ``d``)."""
+        extras: dict[str, Any] = {"selection": self.select}
+        if self.sa_result is not None:
+            extras["sa_dim"] = self.sa_result["dim"]
+        return extras
+
+    # -- features --------------------------------------------------------------------
+    def _last_linear(self) -> nn.Linear:
+        lin = [m for m in self.classifier.modules() if isinstance(m, nn.Linear)]
+        if not lin:
+            raise TypeError("SA takes the input of the label predictor's last nn.Linear; the classifier has none")
+        return lin[-1]
+
+    @torch.no_grad()
+    def penultimate(self, split: DeviceSplit, idx: np.ndarray | None = None, batch: int = 1024) -> np.ndarray:
+        """Input of the label predictor's last linear layer for ``split`` (rows ``idx``), eval mode."""
+        grabbed: list[torch.Tensor] = []
+        hook = self._last_linear().register_forward_pre_hook(lambda mod, inp: grabbed.append(inp[0].detach()))
+        was_training = self.training
+        self.eval()
+        try:
+            n = len(split) if idx is None else len(idx)
+            for a in range(0, n, batch):
+                rows = slice(a, a + batch) if idx is None else torch.as_tensor(idx[a:a + batch], device=split.x.device)
+                self(split.inputs(rows).to(self.device))
+        finally:
+            hook.remove()
+            self.train(was_training)
+        return torch.cat(grabbed).double().cpu().numpy()
+
+    # -- SA at test time -------------------------------------------------------------
+    def fit_sa(self) -> dict[str, Any]:
+        """Compute SA's target accuracy with the current network; stored in ``self.sa_result``."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "tgt_test"):
+            raise RuntimeError("SA needs the pair datamodule: call trainer.test(model, datamodule=dm)")
+        i_s = subsample(len(dm.src_train), self.sa_max_samples, self.sa_seed)
+        i_t = subsample(len(dm.tgt_train), self.sa_max_samples, self.sa_seed + 1)
+        fs, ft = self.penultimate(dm.src_train, i_s), self.penultimate(dm.tgt_train, i_t)
+        ys = dm.src_train.y[torch.as_tensor(i_s, device=dm.src_train.y.device)].cpu().numpy()
+        k = fs.shape[1]
+        cap = min(k, len(fs) - 1, len(ft) - 1)
+        dims = self.sa_dims if self.select == "oracle" else [self.sa_dim]
+        if any(d > cap for d in dims):
+            log.warning("SA: subspace sizes %s clipped to %d (feature size %d)", dims, cap, k)
+        dims = sorted({min(d, cap) for d in dims})
+        align = fit_alignment(fs, ft, max(dims), self.sa_standardize)
+        f_src_test, y_src_test = self.penultimate(dm.src_test), dm.src_test.y.cpu().numpy()
+        f_tgt_test = self.penultimate(dm.tgt_test)
+        by_dim, best = {}, None
+        for d in dims:
+            clf = fit_linear(align.source(fs, d), ys)
+            # Target labels are read here only to report the accuracy (and, for the oracle, to pick d).
+            acc = float(clf.score(align.target(f_tgt_test, d), dm.tgt_test.y.cpu().numpy()))
+            by_dim[d] = acc
+            if best is None or acc > best[1]:
+                best = (d, acc, float(clf.score(align.source(f_src_test, d), y_src_test)))
+        d, acc, src_acc = best
+        self.sa_result = {"dim": d, "tgt_acc": acc, "src_acc": src_acc, "by_dim": by_dim, "feature_dim": k}
+        return self.sa_result
+
+    def on_test_start(self) -> None:
+        self.fit_sa()
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if DOMAINS[dataloader_idx] != "tgt":
+            return super().test_step(batch, batch_idx, dataloader_idx)
+        x, y = batch  # the network's own (source-only) target accuracy, for comparison
+        m = self.metrics["test_tgt"]
+        m.update(self(x), y)
+        self.log("test/tgt_acc_nosa", m, on_step=False, on_epoch=True, add_dataloader_idx=False)
+
+    def on_test_epoch_end(self) -> None:
+        r = self.sa_result
+        self.log_dict({"test/tgt_acc": r["tgt_acc"], "sa/src_acc": r["src_acc"], "sa/dim": float(r["dim"])})

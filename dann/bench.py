@@ -161,22 +161,36 @@ def _dann_step(n, opt, xs, ys, xt, lam: float) -> torch.Tensor:
     return loss
 
 
-def run_floor(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, Any]:
-    dev = _device()
+def _in_memory(pair: str, synthetic: bool, dev: torch.device):
+    """The pair's training tensors, normalised once, on ``dev``."""
     cfg, dm, synth = _tensors(pair, synthetic)
-    xs, ys = dm.src_train.inputs(slice(None)).to(dev), dm.src_train.y.to(dev)
-    xt = dm.tgt_train.inputs(slice(None)).to(dev)
-    n, opt = _nets(cfg, dm, dev)
+    return cfg, dm, synth, dm.src_train.inputs(slice(None)).to(dev), dm.src_train.y.to(dev), \
+        dm.tgt_train.inputs(slice(None)).to(dev)
+
+
+def _time_random_batches(step, n_src: int, n_tgt: int, steps: int, warmup: int, dev: torch.device) -> float:
+    """Seconds per ``step(src_idx, tgt_idx)`` on random batches of 64 + 64, after ``warmup`` steps."""
     for k in range(steps):
         if k == warmup:
             _sync()
             t0 = time.perf_counter()
-        i = torch.randint(0, len(xs), (64,), device=dev)
-        j = torch.randint(0, len(xt), (64,), device=dev)
-        _dann_step(n, opt, xs[i], ys[i], xt[j], 1.0)
+        step(torch.randint(0, n_src, (64,), device=dev), torch.randint(0, n_tgt, (64,), device=dev))
     _sync()
-    sec = (time.perf_counter() - t0) / (steps - warmup)
-    return {"ms_per_step": 1000 * sec, "images_per_s": 128 / sec, "peak_mb": _peak_mb(), "synthetic_data": synth}
+    return (time.perf_counter() - t0) / (steps - warmup)
+
+
+def _result(sec: float, synth: bool, **extra: Any) -> dict[str, Any]:
+    return {"ms_per_step": 1000 * sec, "images_per_s": 128 / sec, "peak_mb": _peak_mb(), "synthetic_data": synth,
+            **extra}
+
+
+def run_floor(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, Any]:
+    dev = _device()
+    cfg, dm, synth, xs, ys, xt = _in_memory(pair, synthetic, dev)
+    n, opt = _nets(cfg, dm, dev)
+    sec = _time_random_batches(lambda i, j: _dann_step(n, opt, xs[i], ys[i], xt[j], 1.0), len(xs), len(xt),
+                               steps, warmup, dev)
+    return _result(sec, synth)
 
 
 class _PerSample(torch.utils.data.Dataset):
@@ -227,9 +241,7 @@ def run_dataloader(pair: str, steps: int, warmup: int, synthetic: bool, workers:
                           xt.to(dev, non_blocking=True), 1.0)
         log.append(loss.item())  # what a typical loop does to print its loss
     _sync()
-    sec = (time.perf_counter() - t0) / (steps - warmup)
-    return {"ms_per_step": 1000 * sec, "images_per_s": 128 / sec, "peak_mb": _peak_mb(), "synthetic_data": synth,
-            "num_workers": workers}
+    return _result((time.perf_counter() - t0) / (steps - warmup), synth, num_workers=workers)
 
 
 def run_load(pair: str) -> dict[str, Any]:
@@ -257,26 +269,17 @@ def run_peer(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, A
     from pytorch_adapt.hooks import DANNHook
 
     dev = _device()
-    cfg, dm, synth = _tensors(pair, synthetic)
-    xs, ys = dm.src_train.inputs(slice(None)).to(dev), dm.src_train.y.to(dev)
-    xt = dm.tgt_train.inputs(slice(None)).to(dev)
+    cfg, dm, synth, xs, ys, xt = _in_memory(pair, synthetic, dev)
     n, _ = _nets(cfg, dm, dev)
     G, C, D = n.features, n.classifier, torch.nn.Sequential(n.discriminator, torch.nn.Flatten(0))
-    opts = [torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (G, C, D)]
-    hook = DANNHook(opts)
-    models = {"G": G, "C": C, "D": D}
-    for k in range(steps):
-        if k == warmup:
-            _sync()
-            t0 = time.perf_counter()
-        i = torch.randint(0, len(xs), (64,), device=dev)
-        j = torch.randint(0, len(xt), (64,), device=dev)
-        data = {"src_imgs": xs[i], "src_labels": ys[i], "target_imgs": xt[j],
-                "src_domain": torch.zeros(64, device=dev), "target_domain": torch.ones(64, device=dev)}
-        hook({**models, **data})
-    _sync()
-    sec = (time.perf_counter() - t0) / (steps - warmup)
-    return {"ms_per_step": 1000 * sec, "images_per_s": 128 / sec, "peak_mb": _peak_mb(), "synthetic_data": synth}
+    hook = DANNHook([torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for m in (G, C, D)])
+    zeros, ones = torch.zeros(64, device=dev), torch.ones(64, device=dev)
+
+    def step(i, j):
+        hook({"G": G, "C": C, "D": D, "src_imgs": xs[i], "src_labels": ys[i], "target_imgs": xt[j],
+              "src_domain": zeros, "target_domain": ones})
+
+    return _result(_time_random_batches(step, len(xs), len(xt), steps, warmup, dev), synth)
 
 
 def _worker(argv: list[str]) -> None:

@@ -14,9 +14,8 @@ from conftest import make_cfg
 from dann.config import ConfigError
 from dann.data import load_split
 from dann.data.custom import register_custom_domains
-from dann.data.domains import CorruptDataError, DatasetNotFoundError, get_domain
+from dann.data.domains import CorruptDataError, get_domain
 from dann.train import train
-from test_data_real import pin_mnist, write_idx
 
 COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "eel": (30, 30, 200)}
 
@@ -199,34 +198,3 @@ def test_domains_config_group_example_composes(tmp_path):
     assert cfg.model.arch == "mnist" and cfg.pair.source == "my_photos"
     with pytest.raises(ConfigError, match=r"domains\.my_photos\.train: /data/my_photos/train is not an existing"):
         train(cfg)  # the example's paths are placeholders
-
-
-# ------------------------------------------------------------------------------ mnist_m_regen
-def bsds_folder(root: Path, n: int = 3) -> None:
-    d = root / "BSR" / "BSDS500" / "data" / "images" / "train"
-    d.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (50, 60, 3), dtype=np.uint8)).save(d / f"{i}.jpg", quality=95)
-
-
-def test_mnist_m_regen_recipe(tmp_path, monkeypatch):
-    raw = tmp_path / "MNIST" / "raw"
-    write_idx(raw)
-    pin_mnist(monkeypatch, raw)
-    with pytest.raises(DatasetNotFoundError, match="BSR_bsds500.tgz"):
-        load_split("mnist_m_regen", "train", tmp_path)
-    bsds_folder(tmp_path)
-    s = load_split("mnist_m_regen", "train", tmp_path)
-    m = load_split("mnist", "train", tmp_path)
-    assert s.x.shape == (len(m), 3, 32, 32) and torch.equal(s.y, m.y)
-    from dann.data import mnistm
-
-    photos = mnistm.bsds_photos(tmp_path)
-    digits = (torch.zeros(len(m), 32, 32, dtype=torch.uint8)).numpy()  # blank digits: output = the patch
-    patches = mnistm.blend(digits, photos, seed=1)
-    flat = [p.reshape(-1, 3) for p in photos]
-    assert all(any((f == patches[i].reshape(-1, 3)[0]).all(1).any() for f in flat) for i in range(len(patches)))
-    again = load_split("mnist_m_regen", "train", tmp_path)
-    assert torch.equal(again.x, s.x)  # deterministic (and from the cache)
-    assert not torch.equal(torch.from_numpy(mnistm.blend(digits, photos, seed=2)), torch.from_numpy(patches))

@@ -1,6 +1,5 @@
 """Sweeps on existing engines: the local device pool (joblib), Optuna search, the SLURM config."""
 
-import json
 import os
 import subprocess
 import sys

@@ -72,3 +72,12 @@ def test_mismatched_class_counts_are_refused():
                     cache=False))
     with pytest.raises(ValueError, match="has 2 classes but target _three_class_toy has 3"):
         DomainPairDataModule("moons", "_three_class_toy")
+
+
+def test_harmonise_pad_keeps_pixel_scale():
+    x = torch.randint(1, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    y = harmonise(x, 3, 32, fit="pad")
+    assert y.shape == (2, 3, 32, 32)
+    assert torch.equal(y[:, 0, 2:30, 2:30], x[:, 0]) and y[:, :, :2].sum() == 0 and y[:, :, :, 30:].sum() == 0
+    with pytest.raises(ValueError, match="pair.fit='crop' is unknown"):
+        harmonise(x, 3, 32, fit="crop")

@@ -26,12 +26,20 @@ from dann.data.domains import Split, get_domain, load_split
 SRC_STREAM, TGT_STREAM = 0, 1
 
 
-def harmonise(x: torch.Tensor, channels: int | None, size: int | None, chunk: int = 8192) -> torch.Tensor:
+FITS = ("resize", "pad")
+
+
+def harmonise(x: torch.Tensor, channels: int | None, size: int | None, chunk: int = 8192,
+              fit: str = "resize") -> torch.Tensor:
     """Bring uint8 images (N,C,H,W) to ``channels`` and ``size`` x ``size``, once, at setup.
 
-    Grey images are replicated to three channels; other sizes are resized bilinearly with
-    antialiasing (what torchvision's ``Resize`` does), then rounded back to uint8.
+    Grey images are replicated to three channels. Other sizes are, with ``fit="resize"``,
+    resized bilinearly with antialiasing (what torchvision's ``Resize`` does) and rounded back
+    to uint8; with ``fit="pad"``, smaller images are centred on a black canvas, so the object
+    keeps its pixel scale (MNIST-M was made from MNIST digits padded 28 -> 32, not resized).
     """
+    if fit not in FITS:
+        raise ValueError(f"pair.fit={fit!r} is unknown; allowed: {', '.join(FITS)}")
     if x.dtype != torch.uint8 or x.dim() != 4:
         return x
     if channels and x.shape[1] != channels:
@@ -39,13 +47,17 @@ def harmonise(x: torch.Tensor, channels: int | None, size: int | None, chunk: in
             x = x.expand(-1, channels, -1, -1)
         else:
             raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
-    if size and tuple(x.shape[-2:]) != (size, size):
-        parts = [
-            F.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
-                          antialias=True, align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
-            for i in range(0, len(x), chunk)
-        ]
-        x = torch.cat(parts)
+    h, w = x.shape[-2:]
+    if size and (h, w) != (size, size):
+        if fit == "pad" and h <= size and w <= size:
+            top, left = (size - h) // 2, (size - w) // 2
+            x = F.pad(x, (left, size - w - left, top, size - h - top))
+        else:
+            x = torch.cat([
+                F.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",
+                              antialias=True, align_corners=False).round_().clamp_(0, 255).to(torch.uint8)
+                for i in range(0, len(x), chunk)
+            ])
     return x.contiguous()
 
 
@@ -143,12 +155,15 @@ class DomainPairDataModule(pl.LightningDataModule):
 
     def __init__(self, source: str, target: str, root: str | Path | None = None, batch_size: int = 64,
                  eval_batch_size: int = 1024, channels: int | None = None, image_size: int | None = None,
-                 seed: int = 0, device: str | torch.device | None = None):
+                 seed: int = 0, device: str | torch.device | None = None, fit: str = "resize"):
         super().__init__()
         self.source, self.target = source, target
         self.root = root
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.channels, self.image_size = channels, image_size
+        if fit not in FITS:
+            raise ValueError(f"pair.fit={fit!r} is unknown; allowed: {', '.join(FITS)}")
+        self.fit = fit
         self.seed = seed
         self.device = device
         self.num_classes = get_domain(source).num_classes
@@ -172,7 +187,7 @@ class DomainPairDataModule(pl.LightningDataModule):
 
     def _load(self, name: str, split: str) -> Split:
         s = load_split(name, split, self.root)
-        return Split(harmonise(s.x, self.channels, self.image_size), s.y)
+        return Split(harmonise(s.x, self.channels, self.image_size, fit=self.fit), s.y)
 
     def prepare(self) -> None:
         """Load (building caches on first use) and harmonise both domains, on the CPU."""

@@ -121,7 +121,8 @@ def save_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Path
                 ax.plot(xs, ys, label=k, marker="o" if k.startswith("val") else None, ms=3)
         ax.set_xlabel("step")
         ax.set_title(name)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         if name == "schedules" and "train/lr" in curves:
             ax.set_yscale("log")
     fig.suptitle(title)

@@ -84,7 +84,7 @@ def _record(cfg: DictConfig, status: str, steps: int, metrics: dict[str, float],
         "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit(),
         "steps": int(steps), "metrics": metrics, "wall_time_s": round(time.time() - t0, 3),
         "started_at": datetime.fromtimestamp(t0).isoformat(), "finished_at": datetime.now().isoformat(),
-        "host": socket.gethostname(), **extra,
+        "host": socket.gethostname(), "pid": os.getpid(), **extra,
     }
 
 

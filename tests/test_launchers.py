@@ -25,7 +25,9 @@ def multirun(sweep_dir, *overrides):
 
 @pytest.mark.slow
 def test_gpu_pool_launcher_runs_two_at_a_time_and_reports_a_failure(tmp_path):
-    out = multirun(tmp_path / "sweep", "hydra/launcher=gpus", "pool.cpu_jobs=2", "optim.lr=0.5,0.4,0.3,-1")
+    # jobs of ~1,500 steps (several seconds each), so start-up jitter of the workers cannot hide the overlap
+    out = multirun(tmp_path / "sweep", "hydra/launcher=gpus", "pool.cpu_jobs=2", "optim.lr=0.5,0.4,0.3,-1",
+                   "trainer.max_steps=1500", "trainer.val_check_interval=1500")
     assert out.returncode != 0  # the sweep reports its failed job...
     assert "optim.lr=-1 is invalid" in out.stderr
     records, bad = read_records(tmp_path / "sweep")
@@ -34,6 +36,7 @@ def test_gpu_pool_launcher_runs_two_at_a_time_and_reports_a_failure(tmp_path):
     spans = sorted((datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
                    for r in records)
     assert spans[1][0] < spans[0][1], spans  # the first two ran at the same time
+    assert len({r["pid"] for r in records}) == 2  # in two worker processes
 
 
 def test_device_slots_are_exclusive(tmp_path):

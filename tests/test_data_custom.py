@@ -198,3 +198,46 @@ def test_domains_config_group_example_composes(tmp_path):
     assert cfg.model.arch == "mnist" and cfg.pair.source == "my_photos"
     with pytest.raises(ConfigError, match=r"domains\.my_photos\.train: /data/my_photos/train is not an existing"):
         train(cfg)  # the example's paths are placeholders
+
+
+def _prepare_after_barrier(barrier, decl: str, root: str, builds) -> None:
+    """In a fresh process: register the domain, wait for the other process, then load both splits."""
+    from dann.data import load_split
+    from dann.data.custom import load_domains_file
+    from dann.data.domains import REGISTRY
+
+    load_domains_file(decl)
+    d = REGISTRY["locked"]
+    build = d.build
+
+    def counted(r, split):
+        builds.put(split)
+        return build(r, split)
+
+    d.build = counted
+    barrier.wait()
+    load_split("locked", "train", root)
+    load_split("locked", "test", root)
+
+
+def test_two_processes_preparing_one_domain_build_once_and_both_succeed(tmp_path):
+    """Two sweep jobs preparing the same domain at once: one builds, the other waits on the lock."""
+    import multiprocessing as mp
+
+    tree = image_tree(tmp_path / "imgs", n=300, size=32)
+    decl = tmp_path / "d.yaml"
+    decl.write_text(f"domains:\n  locked:\n    kind: image_folder\n    train: {tree}\n    test_fraction: 0.2\n")
+    ctx = mp.get_context("spawn")
+    barrier, builds = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_prepare_after_barrier, args=(barrier, str(decl), str(tmp_path / "root"), builds))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0]
+    built = []
+    while not builds.empty():
+        built.append(builds.get())
+    assert sorted(built) == ["test", "train"]  # each split built once, by one of the two processes
+    assert len(list((tmp_path / "root" / "cache").glob("custom-locked-*/*.pt"))) == 2

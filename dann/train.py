@@ -77,11 +77,12 @@ def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
     return str(r)
 
 
-def _record(cfg: DictConfig, status: str, steps: int, metrics: dict[str, float], t0: float, **extra: Any) -> dict:
+def _record(cfg: DictConfig, status: str, steps: int, metrics: dict[str, float], t0: float, commit: str | None,
+            **extra: Any) -> dict:
     return {
         "pair": cfg.pair.name, "method": cfg.method.name, "seed": int(cfg.seed), "status": status,
         "source": cfg.pair.source, "target": cfg.pair.target, "selection": "last_step",
-        "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit(),
+        "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": commit,
         "steps": int(steps), "metrics": metrics, "wall_time_s": round(time.time() - t0, 3),
         "started_at": datetime.fromtimestamp(t0).isoformat(), "finished_at": datetime.now().isoformat(),
         "host": socket.gethostname(), "pid": os.getpid(), **extra,
@@ -138,6 +139,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     its record, with ``status`` "failed" or "interrupted", then re-raises.
     """
     t0 = time.time()
+    commit = git_commit()  # of the code the run starts with (the tree may move on during a long run)
     register_custom_domains(cfg.get("domains"))
     validate(cfg)
     out = Path(cfg.output_dir)
@@ -170,7 +172,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         metrics = {k: float(v) for d in trainer.test(model, datamodule=dm, verbose=False) for k, v in d.items()}
         if trainer.is_global_zero:
             metrics.update(label_free_scores(model, dm))
-        record = _record(cfg, "finished", steps(), metrics, t0, device=str(dm.src_train.x.device),
+        record = _record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
                          resumed_from=ckpt_path, **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)
@@ -189,7 +191,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         status = "interrupted" if signalled else "failed"
         if trainer.is_global_zero:
             last = ckpt_dir / LAST_CKPT
-            write_record(out, _record(cfg, status, steps(), {}, t0, error=f"{type(e).__name__}: {e}",
+            write_record(out, _record(cfg, status, steps(), {}, t0, commit, error=f"{type(e).__name__}: {e}",
                                       last_checkpoint=str(last) if last.exists() else None,
                                       resumed_from=ckpt_path, **model.record_extras()))
         log.error("%s on %s seed %d %s at step %d: %s", cfg.method.name, cfg.pair.name, cfg.seed, status,

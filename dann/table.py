@@ -275,7 +275,10 @@ def save_png(t: Table, path: str | Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dann-table", description=__doc__.split("\n\n")[0])
-    ap.add_argument("run_dirs", nargs="+", help="folders searched recursively for results.json (or such files)")
+    ap.add_argument("run_dirs", nargs="*", help="folders searched recursively for results.json (or such files)")
+    ap.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead")
+    ap.add_argument("--group", help="with --wandb: only this group (the experiment or sweep)")
+    ap.add_argument("--wandb-dir", help="read offline W&B runs (**/offline-run-*) under this folder instead")
     ap.add_argument("--format", choices=sorted(RENDER), default="markdown")
     ap.add_argument("--out", help="also write the table to this file")
     ap.add_argument("--png", help="write a grouped bar chart (ours vs the paper's) to this file")
@@ -284,10 +287,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for d in a.run_dirs:
         if not Path(d).exists():
             print(f"dann-table: warning: {d} does not exist", file=sys.stderr)
-    records, bad = read_records(*a.run_dirs)
+    if a.wandb:
+        from dann.wandb_offline import api_records
+
+        records, bad = api_records(a.wandb, a.group)
+    elif a.wandb_dir:
+        from dann.wandb_offline import offline_records
+
+        records, bad = offline_records(a.wandb_dir)
+    elif a.run_dirs:
+        records, bad = read_records(*a.run_dirs)
+    else:
+        ap.error("give run folders, --wandb ENTITY/PROJECT or --wandb-dir DIR")
     if not records:
         why = f"; {len(bad)} unreadable: " + "; ".join(f"{p}: {w}" for p, w in bad) if bad else ""
-        print(f"dann-table: error: no readable results.json under {' '.join(a.run_dirs)}{why}", file=sys.stderr)
+        src = a.wandb or a.wandb_dir or " ".join(a.run_dirs)
+        print(f"dann-table: error: no readable run records in {src}{why}", file=sys.stderr)
         return 2
     t = build_table(records, bad, a.metric)
     text = RENDER[a.format](t)

@@ -80,3 +80,38 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
     out["config"] = {k: (v["value"] if isinstance(v, dict) and "value" in v else v)
                      for k, v in out["config"].items() if not k.startswith("_")}
     return out
+
+
+def record_from_wandb(config: dict[str, Any], summary: dict[str, Any], where: str) -> dict[str, Any]:
+    """A results record (the shape of ``results.json``) from a W&B run's flat config and summary."""
+    metrics = {k: float(v) for k, v in summary.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k.split("/")[0] in ("test", "sa")}
+    return {
+        "pair": config.get("pair.name"), "method": config.get("method.name"), "seed": config.get("seed"),
+        "status": summary.get("status", "finished" if metrics else "unfinished"),
+        "selection": summary.get("selection", "last_step"), "config": config, "git_commit": None,
+        "steps": summary.get("steps", summary.get("trainer/global_step")), "metrics": metrics,
+        "wall_time_s": summary.get("wall_time_s", summary.get("_runtime", 0.0)), "_path": where,
+    }
+
+
+def offline_records(root: str | Path) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Records of every offline W&B run under ``root`` (``**/offline-run-*``), and the unreadable ones."""
+    good, bad = [], []
+    for run_dir in sorted(Path(root).rglob("offline-run-*")):
+        if not run_dir.is_dir():
+            continue
+        try:
+            r = read_offline_run(run_dir)
+            good.append(record_from_wandb(r["config"], r["summary"], str(run_dir)))
+        except (OSError, ValueError) as e:
+            bad.append((run_dir, str(e)))
+    return good, bad
+
+
+def api_records(path: str, group: str | None = None) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
+    """Records of the runs of W&B project ``ENTITY/PROJECT`` (optionally one group), via the API."""
+    import wandb
+
+    runs = wandb.Api().runs(path, filters={"group": group} if group else None)
+    return [record_from_wandb(dict(r.config), dict(r.summary), r.url) for r in runs], []

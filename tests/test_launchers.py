@@ -75,3 +75,31 @@ def test_slurm_launcher_config():
     assert la._target_.endswith("SlurmLauncher")
     assert la.gpus_per_node == 1 and la.tasks_per_node == 1 and la.partition == "gpu"
     assert la.max_num_timeout >= 1 and la.additional_parameters.requeue is True
+
+
+@pytest.mark.slow
+def test_multirun_makes_one_wandb_run_per_job_and_table_from_wandb(tmp_path, capsys):
+    """A 2-job multirun with W&B offline: 2 runs with the W&B conventions, and the table built
+    from those run files equals the one built from the results records."""
+    env_out = multirun(tmp_path / "sw", "logger=default", "method=source_only,dann", "logger.wandb.group=unit_sweep",
+                       "trainer.max_steps=100", "trainer.val_check_interval=100")
+    assert env_out.returncode == 0, env_out.stderr[-3000:]
+    from dann.table import main as table
+    from dann.wandb_offline import offline_records, read_offline_run
+
+    runs = sorted((tmp_path / "sw").rglob("offline-run-*"))
+    assert len(runs) == 2
+    infos = [read_offline_run(r) for r in runs]
+    assert {i["name"] for i in infos} == {"source_only-moons-0", "dann-moons-0"}
+    assert {i["group"] for i in infos} == {"unit_sweep"} and {i["job_type"] for i in infos} == {"source_only", "dann"}
+    assert all("pair:moons" in i["tags"] for i in infos)
+    for i in infos:
+        assert {"test/tgt_acc", "test/src_acc", "test/pad", "steps", "wall_time_s", "status"} <= set(i["summary"])
+    recs, bad = offline_records(tmp_path / "sw")
+    files, _ = read_records(tmp_path / "sw")
+    by = lambda rs: {r["method"]: r["metrics"]["test/tgt_acc"] for r in rs}  # noqa: E731
+    assert not bad and by(recs) == pytest.approx(by(files))
+    capsys.readouterr()
+    assert table(["--wandb-dir", str(tmp_path / "sw")]) == 0
+    out = capsys.readouterr().out
+    assert "| source_only |" in out and "| dann |" in out

@@ -166,7 +166,7 @@ def test_no_readable_records_is_an_error(tmp_path, capsys):
     (tmp_path / "r" / "results.json").write_text("{not json")
     code, out, err = run(capsys, tmp_path)
     assert code != 0 and out == ""
-    assert "no readable results.json" in err and "1 unreadable" in err
+    assert "no readable run records" in err and "1 unreadable" in err
 
 
 def test_script_wrapper_runs(runs):

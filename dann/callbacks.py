@@ -48,7 +48,7 @@ class FiniteLossGuard(pl.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         s = trainer.global_step
-        if s % self.check_every == 0 or s % self.ckpt_every == 0 or s >= trainer.max_steps or _signalled(trainer):
+        if s % self.check_every == 0 or s % self.ckpt_every == 0 or s >= trainer.max_steps or signalled(trainer):
             self.check(trainer, module)
 
 
@@ -81,7 +81,8 @@ class RNGState(pl.Callback):
             torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _signalled(trainer: pl.Trainer) -> bool:
+def signalled(trainer: pl.Trainer) -> bool:
+    """Whether SIGTERM (seen by Lightning) or SIGINT (seen by :class:`SaveOnSignal`) arrived."""
     return bool(getattr(trainer, "received_sigterm", False)) or any(
         isinstance(c, SaveOnSignal) and c.sigint for c in trainer.callbacks)
 

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from dann.callbacks import LAST_CKPT, FiniteLossGuard, RNGState, SaveOnSignal
+from dann.callbacks import LAST_CKPT, FiniteLossGuard, RNGState, SaveOnSignal, signalled
 from dann.config import validate
 from dann.data import DomainPairDataModule
 from dann.data.custom import register_custom_domains
@@ -186,9 +186,8 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         return record
     except BaseException as e:
         # Lightning turns SIGINT into sys.exit(1): ask the signal callback what really happened.
-        signalled = isinstance(e, (SIGTERMException, KeyboardInterrupt)) or trainer.received_sigterm or any(
-            isinstance(c, SaveOnSignal) and c.sigint for c in cbs)
-        status = "interrupted" if signalled else "failed"
+        interrupted = isinstance(e, (SIGTERMException, KeyboardInterrupt)) or signalled(trainer)
+        status = "interrupted" if interrupted else "failed"
         if trainer.is_global_zero:
             last = ckpt_dir / LAST_CKPT
             write_record(out, _record(cfg, status, steps(), {}, t0, commit, error=f"{type(e).__name__}: {e}",

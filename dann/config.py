@@ -42,8 +42,11 @@ class DataSpec:
     root: Any = None
     batch_size: int = 128
     eval_batch_size: int = 1024
+    src_val: int = 0
 
     def check(self) -> None:
+        _require(isinstance(self.src_val, int) and not isinstance(self.src_val, bool) and self.src_val >= 0,
+                 "data.src_val", self.src_val, "an integer >= 0: source training samples held out for validation")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 2 and self.batch_size % 2 == 0,
                  "data.batch_size", self.batch_size,
                  "an even integer >= 2: it splits into equal source and target halves (the paper: 128 = 64 + 64)")
@@ -55,6 +58,7 @@ class DataSpec:
 class CheckpointSpec:
     every_n_steps: int = 1000
     keep: bool = True
+    keep_all: bool = False
 
     def check(self) -> None:
         _require(isinstance(self.every_n_steps, int) and self.every_n_steps >= 1, "checkpoint.every_n_steps",

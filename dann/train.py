@@ -47,7 +47,7 @@ def build_datamodule(cfg: DictConfig) -> DomainPairDataModule:
     return DomainPairDataModule(
         source=p.source, target=p.target, root=cfg.data.root, batch_size=cfg.data.batch_size // 2,
         eval_batch_size=cfg.data.eval_batch_size, channels=p.get("channels"), image_size=p.get("image_size"),
-        seed=cfg.seed, fit=p.get("fit", "resize"),
+        seed=cfg.seed, fit=p.get("fit", "resize"), src_val=cfg.data.get("src_val", 0),
     )
 
 
@@ -158,8 +158,10 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         FiniteLossGuard(tcfg.get("log_every_n_steps", 50), every, ckpt_dir),
         SaveOnSignal(ckpt_dir),
         RNGState(),
-        ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=every, save_top_k=0, save_last=True,
-                        enable_version_counter=False),
+        # last.ckpt always; with checkpoint.keep_all also step=NNNNNN.ckpt for every checkpointed step
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step={step:06d}", auto_insert_metric_name=False,
+                        every_n_train_steps=every, save_top_k=-1 if cfg.checkpoint.get("keep_all") else 0,
+                        save_last=True, enable_version_counter=False),
         *(callbacks or []),
     ]
     if ckpt_path:

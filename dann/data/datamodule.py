@@ -150,12 +150,28 @@ class EvalBatches:
             yield self.split.inputs(s), self.split.y[s]
 
 
+def hold_out(split: Split, n_val: int, split_seed: int, name: str = "source",
+             batch_size: int = 1) -> tuple[Split, Split]:
+    """Split ``n_val`` samples off ``split`` (a seeded permutation, independent of the run's seed).
+
+    Returns ``(train, val)``, each in the original order; ``val`` is empty when ``n_val == 0``.
+    """
+    n = len(split.y)
+    if n_val > n - batch_size:
+        raise ValueError(f"data.src_val={n_val} leaves {n - n_val} of {name}'s {n} training samples for "
+                         f"training, fewer than a batch ({batch_size}); hold out fewer")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
+    val, train = perm[:n_val].sort().values, perm[n_val:].sort().values
+    return Split(split.x[train], split.y[train]), Split(split.x[val], split.y[val])
+
+
 class DomainPairDataModule(pl.LightningDataModule):
     """Source and target domains of one pair, harmonised to one input shape."""
 
     def __init__(self, source: str, target: str, root: str | Path | None = None, batch_size: int = 64,
                  eval_batch_size: int = 1024, channels: int | None = None, image_size: int | None = None,
-                 seed: int = 0, device: str | torch.device | None = None, fit: str = "resize"):
+                 seed: int = 0, device: str | torch.device | None = None, fit: str = "resize",
+                 src_val: int = 0, split_seed: int = 0):
         super().__init__()
         self.source, self.target = source, target
         self.root = root
@@ -166,6 +182,10 @@ class DomainPairDataModule(pl.LightningDataModule):
         self.fit = fit
         self.seed = seed
         self.device = device
+        if not isinstance(src_val, int) or isinstance(src_val, bool) or src_val < 0:
+            raise ValueError(f"data.src_val={src_val!r}: give the number of source training samples to hold "
+                             f"out for validation (an integer >= 0; 0 holds none out)")
+        self.src_val_size, self.split_seed = src_val, split_seed
         self.num_classes = get_domain(source).num_classes
         if get_domain(target).num_classes != self.num_classes:
             raise ValueError(f"source {source} has {self.num_classes} classes but target {target} has "
@@ -195,7 +215,9 @@ class DomainPairDataModule(pl.LightningDataModule):
             return
         raw = {(d, s): self._load(name, s) for d, name in (("src", self.source), ("tgt", self.target))
                for s in ("train", "test")}
-        shapes = {f"{d}/{s}": tuple(v.x.shape[1:]) for (d, s), v in raw.items()}
+        raw["src", "train"], raw["src", "val"] = hold_out(raw["src", "train"], self.src_val_size, self.split_seed,
+                                                         self.source, self.batch_size)
+        shapes = {f"{d}/{s}": tuple(v.x.shape[1:]) for (d, s), v in raw.items() if len(v.y)}
         if len(set(shapes.values())) != 1:
             raise ValueError(f"source and target inputs differ in shape {shapes}; set pair.channels and "
                              f"pair.image_size so both domains are converted to one shape")
@@ -223,6 +245,9 @@ class DomainPairDataModule(pl.LightningDataModule):
         ds = {k: DeviceSplit(v.x.to(dev), v.y.to(dev), mean) for k, v in raw.items()}
         self.src_train, self.src_test = ds["src", "train"], ds["src", "test"]
         self.tgt_train, self.tgt_test = ds["tgt", "train"], ds["tgt", "test"]
+        #: source validation split held out from source training (empty when data.src_val=0):
+        #: the only labelled data a label-free model-selection rule may score on
+        self.src_val = ds["src", "val"]
         self._on = dev
 
     def train_dataloader(self) -> PairBatches:

@@ -65,6 +65,19 @@ class CheckpointSpec:
                  self.every_n_steps, "an integer >= 1")
 
 
+@dataclass
+class ProbeSpec:
+    enabled: bool = True
+    samples: int = 2000
+    last_k: int = 5
+
+    def check(self) -> None:
+        _require(isinstance(self.enabled, bool), "probe.enabled", self.enabled, "true or false")
+        _require(isinstance(self.samples, int) and self.samples >= 10, "probe.samples", self.samples,
+                 "an integer >= 10")
+        _require(isinstance(self.last_k, int) and self.last_k >= 1, "probe.last_k", self.last_k, "an integer >= 1")
+
+
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ConfigError(f"{key}={value!r} is invalid: expected {allowed}")
@@ -94,6 +107,19 @@ def validate(cfg: DictConfig) -> None:
     _typed(OptimSpec, c.get("optim"), "optim")
     _typed(DataSpec, c.get("data"), "data")
     _typed(CheckpointSpec, c.get("checkpoint"), "checkpoint")
+    _typed(ProbeSpec, c.get("probe"), "probe")
+    from dann.selection import LEGACY, RULES
+
+    obj = str(c.get("objective", ""))
+    if obj.startswith("select/"):
+        r = RULES.get(obj.split("/", 1)[1])
+        usable = [f"select/{n}" for n, x in RULES.items() if x.score and not x.oracle]
+        if r is None or not r.score or r.oracle:
+            raise ConfigError(f"objective={obj!r} is not a label-free score; allowed: {', '.join(usable)} "
+                              f"(or test/src_acc; test/tgt_acc reads target labels: hparams_search=dann_optuna_oracle)")
+    sel = c.get("selection", "last")
+    if LEGACY.get(sel, sel) not in RULES:
+        raise ConfigError(f"selection={sel!r} is unknown; allowed: {', '.join(RULES)} (README \"Model selection\")")
     name = c["method"].get("name")
     if name not in METHODS:
         raise ConfigError(f"method.name={name!r} is unknown; allowed: {', '.join(sorted(METHODS))}")

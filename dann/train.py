@@ -34,6 +34,7 @@ from dann.methods import METHODS, DAMethod
 from dann.models import build_nets
 from dann.pool import device_slot, pool_size
 from dann.results import git_commit, write_record
+from dann.selection import SelectionProbe, final_scores, read_evaluations, select
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,19 @@ def label_free_scores(model: DAMethod, dm: DomainPairDataModule) -> dict[str, fl
     fs, _ = extract_features(model.features, dm.src_test)
     ft, _ = extract_features(model.features, dm.tgt_test)
     return {"test/pad": proxy_a_distance(fs, ft)}
+
+
+def selected_model(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
+    """What ``selection=RULE`` picks from this run's evaluations (None when it has none)."""
+    evals = read_evaluations(out)
+    if not evals:
+        return None
+    try:
+        pick = select(evals, cfg.get("selection", "last"), int((cfg.get("probe") or {}).get("last_k", 5)))
+    except ValueError as e:  # e.g. a source-validation rule with data.src_val=0
+        log.warning("selection=%s: %s", cfg.get("selection"), e)
+        return None
+    return {"rule": pick.rule, "tgt_acc": pick.tgt_acc, "step": pick.step, "oracle": pick.oracle}
 
 
 def save_figures(cfg: DictConfig, model: DAMethod, dm: DomainPairDataModule, out: Path) -> dict[str, Path]:
@@ -164,6 +178,9 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
                         save_last=True, enable_version_counter=False),
         *(callbacks or []),
     ]
+    probe = cfg.get("probe") or {}
+    if probe.get("enabled", False):
+        cbs.append(SelectionProbe(out, samples=int(probe.get("samples", 2000))))
     if ckpt_path:
         set_aside_csv(out)
     trainer = pl.Trainer(**tcfg, logger=build_loggers(cfg, out), default_root_dir=str(out), callbacks=cbs)
@@ -172,10 +189,13 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         # one dict per evaluation dataloader (source, target): merge them
         metrics = {k: float(v) for d in trainer.test(model, datamodule=dm, verbose=False) for k, v in d.items()}
+        selected = None
         if trainer.is_global_zero:
             metrics.update(label_free_scores(model, dm))
+            metrics.update(final_scores(read_evaluations(out)))
+            selected = selected_model(cfg, out)
         record = _record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
-                         resumed_from=ckpt_path, **model.record_extras())
+                         resumed_from=ckpt_path, selected=selected, **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)
             if not cfg.checkpoint.keep:

@@ -141,3 +141,16 @@ def test_oracle_selection_lands_in_the_results_record(cfg_factory):
 
 def test_sa_is_registered():
     assert METHODS["sa"] is SA
+
+
+def test_sa_on_a_finished_source_only_run_equals_sa_trained_from_scratch(cfg_factory):
+    # SA's network is the source-only network: `method=sa resume=<source_only run>/checkpoints/last.ckpt`
+    # reuses it instead of training it again, and must give what training SA itself gives.
+    so = train(cfg_factory(*TINY, "method=source_only", sub="so"))
+    ckpt = f"{so['config']['output_dir']}/checkpoints/last.ckpt"
+    reused = train(cfg_factory(*TINY, "method=sa", f"resume={ckpt}", sub="sa_reused"))
+    scratch = train(cfg_factory(*TINY, "method=sa", sub="sa_scratch"))
+    assert reused["resumed_from"] == ckpt and reused["steps"] == 30
+    assert reused["metrics"]["test/tgt_acc_nosa"] == pytest.approx(so["metrics"]["test/tgt_acc"], abs=1e-6)
+    for k in ("test/tgt_acc", "test/tgt_acc_nosa", "sa/src_acc"):
+        assert reused["metrics"][k] == pytest.approx(scratch["metrics"][k], abs=1e-6), k

@@ -1,0 +1,187 @@
+"""Model selection: each rule on hand-made evaluations, DEV's density ratios on Gaussians,
+reverse validation ranking a good and a bad model, and the probe in real training runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_cfg
+from dann.config import ConfigError
+from dann.selection import (
+    EVALS_FILE, RULES, density_ratio, dev_risk, entropy_score, im_score, read_evaluations, rescore,
+    reverse_validation, select, snd_score,
+)
+from dann.train import train
+
+
+def ev(step, tgt, **scores):
+    base = dict(src_acc=0.99, src_val_acc=0.9, src_val_loss=0.3, entropy=1.0, im=0.5, snd=3.0, dev=1.0, rv=0.5)
+    return {"step": step, "tgt_acc": tgt, **{**base, **scores}}
+
+
+# Five evaluations; each rule's pick is a different one, so a rule reading the wrong score fails.
+EVALS = [
+    ev(100, 0.50, src_val_acc=0.97),          # best source validation
+    ev(200, 0.80),                            # best target accuracy (oracle only)
+    ev(300, 0.60, rv=0.9, entropy=0.2),       # best reverse validation, lowest entropy
+    ev(400, 0.70, dev=0.1, im=0.9),           # lowest DEV risk, highest IM
+    ev(500, 0.65, snd=5.0),                   # highest SND; the last evaluation
+]
+
+
+@pytest.mark.parametrize("rule, step, acc", [
+    ("last", 500, 0.65), ("src_val", 100, 0.50), ("reverse_validation", 300, 0.60), ("dev", 400, 0.70),
+    ("entropy", 300, 0.60), ("im", 400, 0.70), ("snd", 500, 0.65), ("oracle", 200, 0.80),
+])
+def test_each_rule_picks_the_known_evaluation(rule, step, acc):
+    p = select(EVALS, rule)
+    assert (p.step, p.tgt_acc) == (step, acc)
+    assert p.oracle == (rule == "oracle")
+
+
+def test_last_k_averages_and_ties_go_to_the_later_evaluation():
+    p = select(EVALS, "last_k", k=3)
+    assert p.step is None and p.tgt_acc == pytest.approx((0.60 + 0.70 + 0.65) / 3)
+    assert select(EVALS, "last_k", k=100).tgt_acc == pytest.approx(np.mean([e["tgt_acc"] for e in EVALS]))
+    flat = [ev(1, 0.1), ev(2, 0.2)]  # every score tied
+    assert select(flat, "src_val").step == 2
+
+
+def test_rules_skip_missing_scores_and_say_why_when_none_exist():
+    evals = [ev(1, 0.1, dev=math.nan), ev(2, 0.2, dev=5.0), ev(3, 0.3, dev=math.nan)]
+    assert select(evals, "dev").step == 2
+    with pytest.raises(ValueError, match="data.src_val"):
+        select([ev(1, 0.1, src_val_acc=math.nan)], "src_val")
+    with pytest.raises(ValueError, match="unknown selection rule 'best'"):
+        select(EVALS, "best")
+    assert set(RULES) == {"last", "last_k", "src_val", "reverse_validation", "dev", "entropy", "im", "snd",
+                          "oracle"}
+    assert [r.name for r in RULES.values() if r.oracle] == ["oracle"]
+
+
+def test_prediction_scores_on_known_distributions():
+    confident = torch.eye(4).repeat(25, 1)            # one-hot, all classes used
+    collapsed = torch.zeros(100, 4)
+    collapsed[:, 0] = 1                              # one-hot, one class only
+    uniform = torch.full((100, 4), 0.25)
+    assert entropy_score(confident) == pytest.approx(0, abs=1e-6)
+    assert entropy_score(uniform) == pytest.approx(math.log(4), rel=1e-5)
+    assert im_score(confident) == pytest.approx(math.log(4), rel=1e-5)   # the maximum
+    assert im_score(collapsed) == pytest.approx(0, abs=1e-6)
+    # SND: in 4 tight clusters of 25, each point's soft neighbourhood is its 24 twins (entropy
+    # log 24); scattered predictions have fewer close neighbours, so a lower density
+    assert snd_score(confident) == pytest.approx(math.log(24), rel=1e-3)
+    scattered = torch.softmax(torch.randn(100, 4, generator=torch.Generator().manual_seed(0)) * 3, 1)
+    assert snd_score(scattered) < snd_score(confident) - 0.3
+
+
+def test_dev_density_ratio_matches_two_gaussians():
+    # source N(0, I), target N(mu, I): p_t/p_s = exp(x.mu - |mu|^2 / 2), which a logistic domain
+    # classifier can represent exactly.
+    rng = np.random.default_rng(0)
+    mu = np.array([1.0, -0.5])
+    fs, ft = rng.normal(size=(4000, 2)), rng.normal(size=(4000, 2)) + mu
+    fe = rng.normal(size=(500, 2))
+    w = density_ratio(fs, ft, fe)
+    true = np.exp(fe @ mu - mu @ mu / 2)
+    assert np.corrcoef(np.log(w), np.log(true))[0, 1] > 0.99
+    assert np.median(np.abs(np.log(w) - np.log(true))) < 0.15
+
+
+def test_dev_risk_estimates_the_target_risk():
+    # A loss that is high where the target lives: the plain source mean underestimates the target
+    # risk; the importance-weighted risk (with its control variate) gets much closer.
+    rng = np.random.default_rng(1)
+    loss = lambda x: (x[:, 0] > 0.5).astype(float)  # noqa: E731
+    fs, ft = rng.normal(size=(4000, 2)), rng.normal(size=(4000, 2)) + [1.0, 0.0]
+    fv = rng.normal(size=(4000, 2))
+    target_risk = loss(rng.normal(size=(200000, 2)) + [1.0, 0.0]).mean()
+    w = density_ratio(fs, ft, fv)
+    est = dev_risk(loss(fv), w)
+    assert abs(est - target_risk) < abs(loss(fv).mean() - target_risk) / 4
+    assert dev_risk(np.array([0.2, 0.4, 0.6]), np.ones(3)) == pytest.approx(0.4)  # w = 1: the plain mean
+
+
+def test_reverse_validation_ranks_a_good_model_above_a_bad_one():
+    # Four classes in feature space; the target is the source shifted a little.
+    rng = np.random.default_rng(2)
+    centres = rng.normal(scale=4, size=(4, 5))
+    ys, yt = rng.integers(0, 4, 600), rng.integers(0, 4, 600)
+    f_val = centres[ys] + rng.normal(size=(600, 5))
+    f_tgt = centres[yt] + 0.7 + rng.normal(size=(600, 5))
+    good = yt.copy()
+    good[:60] = rng.integers(0, 4, 60)                 # 90% right
+    bad = (yt + 1) % 4                                 # consistently wrong labels
+    bad[::2] = rng.integers(0, 4, 300)
+    rv_good = reverse_validation(f_tgt, good, f_val, ys)
+    rv_bad = reverse_validation(f_tgt, bad, f_val, ys)
+    assert rv_good > 0.85 and rv_bad < 0.4
+    assert reverse_validation(f_tgt, np.zeros(600, int), f_val, ys) == pytest.approx((ys == 0).mean())
+
+
+def test_evaluations_file_keeps_the_last_line_of_a_step_and_skips_a_torn_line(tmp_path):
+    lines = [json.dumps(ev(1, 0.1)), json.dumps(ev(2, 0.2)), json.dumps(ev(2, 0.25)), '{"step": 3, "tgt']
+    (tmp_path / EVALS_FILE).write_text("\n".join(lines))
+    evals = read_evaluations(tmp_path)
+    assert [(e["step"], e["tgt_acc"]) for e in evals] == [(1, 0.1), (2, 0.25)]
+    assert read_evaluations(tmp_path / "nothing") == []
+
+
+def test_unknown_selection_rule_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="selection='best' is unknown"):
+        train(make_cfg(tmp_path / "r", "pair=moons", "selection=best"))
+
+
+def npz(path, n, seed, shift=0):
+    """``n`` 3-class 16x16 colour images: a bright square whose corner is the class (+ shift)."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 60, (n, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(n) % 3
+    for i, c in enumerate(y):
+        x[i, 2 + 5 * c:7 + 5 * c, 2 + 5 * c:7 + 5 * c] = 200 - shift
+    np.savez(path, x=x, y=y)
+    return str(path)
+
+
+def test_probe_logs_every_evaluation_and_rescore_reproduces_it(tmp_path):
+    domains = {"sq_src": {"kind": "npz", "train": npz(tmp_path / "s.npz", 240, 0), "test_fraction": 0.25},
+               "sq_tgt": {"kind": "npz", "train": npz(tmp_path / "t.npz", 240, 1, shift=80), "test_fraction": 0.25}}
+    ov = [f"+domains.{k}={{{','.join(f'{a}:{b}' for a, b in v.items())}}}" for k, v in domains.items()]
+    cfg = make_cfg(tmp_path / "run", *ov, "pair=mnist_mnistm", "pair.source=sq_src", "pair.target=sq_tgt", "pair.name=squares",
+                   "pair.channels=3", "pair.image_size=32", "model=mnist", "method=dann", "data.batch_size=32",
+                   "data.src_val=40", "trainer.max_steps=30", "trainer.val_check_interval=10",
+                   "checkpoint.every_n_steps=10", "checkpoint.keep_all=true", "probe.samples=50",
+                   "selection=src_val", f"data.root={tmp_path / 'root'}")
+    rec = train(cfg)
+    evals = read_evaluations(tmp_path / "run")
+    assert [e["step"] for e in evals] == [10, 20, 30]
+    for e in evals:
+        assert all(math.isfinite(e[k]) for k in ("tgt_acc", "src_val_acc", "dev", "rv", "entropy", "im", "snd"))
+    assert rec["selected"]["rule"] == "src_val" and rec["selected"]["oracle"] is False
+    assert rec["selected"]["step"] == select(evals, "src_val").step
+    assert rec["metrics"]["select/dev"] == pytest.approx(-evals[-1]["dev"])  # oriented: higher is better
+    assert rec["metrics"]["select/reverse_validation"] == pytest.approx(evals[-1]["rv"])
+    assert evals[-1]["tgt_acc"] == pytest.approx(rec["metrics"]["test/tgt_acc"])
+    # the kept checkpoints, scored afterwards, give the same numbers
+    again = rescore(tmp_path / "run", samples=50)
+    for a, b in zip(evals, again):
+        for k in ("tgt_acc", "src_val_acc", "src_val_loss", "entropy", "im", "snd", "rv"):
+            assert a[k] == pytest.approx(b[k], abs=1e-4), k
+
+
+def test_rescore_needs_kept_checkpoints(tmp_path):
+    train(make_cfg(tmp_path / "run", "pair=moons", "trainer.max_steps=20", "trainer.val_check_interval=10"))
+    with pytest.raises(FileNotFoundError, match="checkpoint.keep_all=true"):
+        rescore(tmp_path / "run")
+
+
+def test_objective_must_be_a_label_free_score(tmp_path):
+    with pytest.raises(ConfigError, match="select/oracle.*not a label-free score"):
+        train(make_cfg(tmp_path / "r", "pair=moons", "objective=select/oracle"))
+    with pytest.raises(ConfigError, match="select/dev"):
+        train(make_cfg(tmp_path / "r", "pair=moons", "objective=select/nope"))

@@ -42,6 +42,7 @@ import json
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -366,3 +367,31 @@ def rescore(run_dir: str | Path, samples: int = 2000, seed: int = 0,
     tmp.write_text("".join(_line(row) + "\n" for row in rows))
     os.replace(tmp, run_dir / EVALS_FILE)
     return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``dann-select rescore RUN_DIR...``: score every kept checkpoint of finished runs."""
+    import argparse
+
+    from tqdm import tqdm
+
+    ap = argparse.ArgumentParser(prog="dann-select", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("rescore", help="(re)write evaluations.jsonl of runs trained with checkpoint.keep_all=true")
+    r.add_argument("run_dirs", nargs="+")
+    r.add_argument("--samples", type=int, default=2000, help="target/source training samples the scores use")
+    a = ap.parse_args(argv)
+    failed = 0
+    for d in a.run_dirs:
+        try:
+            rows = rescore(d, a.samples, progress=lambda xs: tqdm(xs, desc=str(d), unit="ckpt"))
+        except (FileNotFoundError, ValueError) as e:
+            print(f"dann-select: {d}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{d}: {len(rows)} evaluations -> {Path(d) / EVALS_FILE}")
+    return 1 if failed else 0
+
+
+def cli() -> None:
+    sys.exit(main())

@@ -7,6 +7,10 @@ with the paper's number beside it, and for methods other than the two bounds the
 "gap closed", ``100 (acc - source_only) / (target_only - source_only)``, computed from our
 own source-only and train-on-target means of that pair. Runs whose status is not
 "finished" are listed as failed, unreadable records with their reason: neither is averaged.
+Runs of one pair whose protocols differ (their ``config`` minus :data:`PROTOCOL_IGNORE`, e.g.
+another ``trainer.max_steps``) are not averaged together: the pair's column is split by the
+differing keys, ``mnist_mnistm [trainer.max_steps=8000]``, and a method's row likewise by
+differing method options, ``sa [method.sa_dim=20]``; a note under the table says so.
 Each record's model-selection rule is its ``selection`` ("last_step" when absent); cells of
 runs selected otherwise (on target labels: ``oracle``) are marked ``{oracle}``.
 """
@@ -16,12 +20,13 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import re
 import statistics
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 from dann.paper import METHODS as PAPER_METHODS
 from dann.paper import PAIRS as PAPER_PAIRS
@@ -30,7 +35,29 @@ from dann.results import atomic_write_text, read_records
 
 DEFAULT_METRIC = "test/tgt_acc"
 DEFAULT_SELECTION = "last_step"
+ORACLE_SELECTIONS = ("oracle",)  # selection rules that read target test labels
 BOUNDS = ("source_only", "target_only")
+
+#: Flattened config keys (``a.b.c``; an entry also covers everything under it) that do not
+#: change a run's protocol, so runs differing only in them are averaged together: the seed
+#: (averaged over), where files go and how they are logged or checkpointed, how the work is
+#: placed on hardware, when validation runs (learning curves only; nothing is selected on it),
+#: the sweeper's objective, and the selection rule (already a row of its own, ``sa (oracle)``).
+#: ``method.name`` is the row itself; the other ``method.*`` keys split a method's row.
+#: ``domains`` is NOT here: a custom domain's definition is the data; only the domains a
+#: pair actually uses (``pair.source``, ``pair.target``) count (see :func:`protocol`).
+#: Every other key, including one missing in some runs only, splits.
+PROTOCOL_IGNORE: tuple[str, ...] = (
+    "seed", "output_dir", "resume", "objective", "selection", "method.name",
+    "deterministic", "trainer.deterministic",
+    "data.root", "data.eval_batch_size",
+    "logger", "wandb", "hydra", "pool", "checkpoint", "probe", "speed",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.accelerator", "trainer.devices",
+    "trainer.strategy", "trainer.num_nodes", "trainer.log_every_n_steps",
+    "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.num_sanity_val_steps",
+)
+MISSING = "—"  # how a key absent from one run's config is shown
+Settings = tuple[tuple[str, str], ...]  # ((key, shown value), ...), sorted by key
 
 
 @dataclass
@@ -60,32 +87,67 @@ class Cell:
 
     @property
     def oracle(self) -> bool:
-        return any(s != DEFAULT_SELECTION for s in self.selections)
+        """Whether any run was chosen on target test labels (SA's ``oracle``, ``--select oracle``)."""
+        return any(s in ORACLE_SELECTIONS for s in self.selections)
+
+
+class Column(NamedTuple):
+    """A column: a pair and, when its runs' protocols differ, the setting of this column."""
+
+    pair: str
+    settings: Settings = ()
+
+
+class Row(NamedTuple):
+    """A row: a method, its model-selection rule and, when its runs' options differ, this row's."""
+
+    method: str
+    selection: str = DEFAULT_SELECTION
+    settings: Settings = ()
 
 
 @dataclass
 class Table:
     metric: str
-    cells: dict[tuple[str, str], Cell]
+    cells: dict[tuple[str, str], Cell]  # (column label, row label)
     failed: list[dict[str, Any]]
     unreadable: list[tuple[Path, str]]
     skipped: list[tuple[str, str]]  # finished records without the metric: (path, why)
+    columns: dict[str, Column] = field(default_factory=dict)  # label -> Column (labels without one: pairs)
+    rows: dict[str, Row] = field(default_factory=dict)  # label -> Row (labels without one: methods)
+    splits: list[str] = field(default_factory=list)  # "mnist_mnistm split by trainer.max_steps (8000, 15000)"
+
+    def column(self, label: str) -> Column:
+        return self.columns.get(label) or Column(label)
+
+    def row(self, label: str) -> Row:
+        return self.rows.get(label) or Row(label)
 
     @property
     def pairs(self) -> list[str]:
-        """The paper's pairs in its order (each stand-in right after its reference), then the rest."""
-        have = {p for p, _ in self.cells}
+        """Column labels: the paper's pairs in its order (each stand-in right after its reference),
+        then the rest; a split pair's columns side by side, ordered by their settings."""
         order = []
         for p in PAPER_PAIRS:
             order += [p] + sorted(q for q, ref in STAND_INS.items() if ref == p)
-        return [p for p in order if p in have] + sorted(have - set(order))
+        rank = {p: i for i, p in enumerate(order)}
+
+        def key(label: str) -> tuple:
+            c = self.column(label)
+            return rank.get(c.pair, len(rank)), c.pair, settings_order(c.settings)
+        return sorted({p for p, _ in self.cells}, key=key)
 
     @property
     def methods(self) -> list[str]:
-        """Rows: the paper's methods in its order, each followed by its other-selection rows, then the rest."""
+        """Row labels: the paper's methods in its order, each followed by its other-selection rows, then
+        the rest; a split method's rows side by side, ordered by their settings."""
         rank = {m: i for i, m in enumerate(PAPER_METHODS)}
-        return sorted({m for _, m in self.cells},
-                      key=lambda r: (rank.get(base(r), len(rank)), base(r), r != base(r), r))
+
+        def key(label: str) -> tuple:
+            r = self.row(label)
+            return (rank.get(r.method, len(rank)), r.method, r.selection != DEFAULT_SELECTION, r.selection,
+                    settings_order(r.settings))
+        return sorted({m for _, m in self.cells}, key=key)
 
     def duplicates(self) -> list[str]:
         """Cells holding one seed twice (e.g. a rerun beside the first run): both are averaged."""
@@ -96,19 +158,24 @@ class Table:
     def compare_with_paper(self) -> bool:
         return self.metric == DEFAULT_METRIC
 
-    def gap(self, pair: str, method: str) -> float | None:
-        """Our gap closed (%) for ``method`` on ``pair``, when both bounds were run."""
-        so, to, c = self.cells.get((pair, "source_only")), self.cells.get((pair, "target_only")), \
-            self.cells.get((pair, method))
-        if base(method) in BOUNDS or c is None or so is None or to is None or to.mean == so.mean:
+    def gap(self, column: str, row: str) -> float | None:
+        """Our gap closed (%) for ``row`` in ``column``, when both bounds were run in that same column
+        (the same protocol: a split pair's columns never borrow each other's bounds)."""
+        so, to, c = self.cells.get((column, "source_only")), self.cells.get((column, "target_only")), \
+            self.cells.get((column, row))
+        if self.row(row).method in BOUNDS or c is None or so is None or to is None or to.mean == so.mean:
             return None
         return gap_closed(c.mean, so.mean, to.mean)
 
-    def paper(self, pair: str, method: str) -> tuple[float | None, bool]:
-        return paper_value(base(method), pair) if self.compare_with_paper else (None, False)
+    def paper(self, column: str, row: str) -> tuple[float | None, bool]:
+        """The paper's number for the row's method on the column's pair (whatever the protocol split)."""
+        return paper_value(self.row(row).method, self.column(column).pair) if self.compare_with_paper \
+            else (None, False)
 
-    def paper_gap(self, pair: str, method: str) -> float | None:
-        return PAPER_GAP.get(base(method), {}).get(STAND_INS.get(pair, pair)) if self.compare_with_paper else None
+    def paper_gap(self, column: str, row: str) -> float | None:
+        pair = self.column(column).pair
+        return PAPER_GAP.get(self.row(row).method, {}).get(STAND_INS.get(pair, pair)) \
+            if self.compare_with_paper else None
 
 
 def row_name(method: str, selection: str) -> str:
@@ -116,30 +183,170 @@ def row_name(method: str, selection: str) -> str:
     return method if selection == DEFAULT_SELECTION else f"{method} ({selection})"
 
 
-def base(row: str) -> str:
-    """The method of a row: ``sa (oracle)`` -> ``sa``."""
-    return row.split(" (")[0]
+# -- protocols -----------------------------------------------------------------------------
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (an empty dict stays a value)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def ignored(key: str) -> bool:
+    """Whether ``key`` is, or lies under, an entry of :data:`PROTOCOL_IGNORE`."""
+    return any(key == p or key.startswith(p + ".") for p in PROTOCOL_IGNORE)
+
+
+def unused_domain(key: str, flat: dict[str, Any]) -> bool:
+    """Whether ``key`` is ``domains`` or defines a custom domain that is neither the pair's source nor target:
+    a definition that no data comes from changes nothing (``+domains=mine`` beside a built-in pair)."""
+    parts = key.split(".")
+    return parts[0] == "domains" and (len(parts) == 1 or parts[1] not in (flat.get("pair.source"),
+                                                                          flat.get("pair.target")))
+
+
+def protocol(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's protocol: its flattened config without :data:`PROTOCOL_IGNORE` and the unused
+    ``domains``. Empty for a record without a config (old or hand-written)."""
+    config = record.get("config")
+    flat = flatten(config) if isinstance(config, dict) else {}
+    return {k: v for k, v in flat.items() if not ignored(k) and not unused_domain(k, flat)}
+
+
+def canonical(value: Any) -> str:
+    """A comparable, hashable form of a config value (lists and dicts included)."""
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def shown(value: Any) -> str:
+    """A config value as written in a label: strings as they are, the rest as JSON (``null``, ``true``)."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def differing(protocols: list[dict[str, Any]], keys: Callable[[str], bool]) -> list[str]:
+    """The keys (those passing ``keys``) on which the protocols disagree; a missing key counts as a value."""
+    union = sorted({k for p in protocols for k in p if keys(k)})
+    return [k for k in union if len({canonical(p[k]) if k in p else None for p in protocols}) > 1]
+
+
+def settings_of(proto: dict[str, Any], keys: list[str]) -> Settings:
+    """``((key, shown value), ...)`` of ``proto`` on ``keys``, a missing key as ``—``."""
+    return tuple((k, shown(proto[k]) if k in proto else MISSING) for k in keys)
+
+
+def label(name: str, settings: Settings) -> str:
+    """``mnist_mnistm [trainer.max_steps=8000]``, or just the name when nothing was split."""
+    return f"{name} [{', '.join(f'{k}={v}' for k, v in settings)}]" if settings else name
+
+
+def value_order(v: str) -> tuple:
+    """Sort key of a shown value: numbers by value (8000 before 15000), then the others by text."""
+    try:
+        return 0, float(v), ""
+    except ValueError:
+        return 1, 0.0, v
+
+
+def settings_order(settings: Settings) -> tuple:
+    return tuple((k, value_order(v)) for k, v in settings)
+
+
+def split_note(what: str, settings: list[Settings]) -> str:
+    """``mnist_mnistm split by trainer.max_steps (8000, 15000)``: every key with its values."""
+    keys = [k for k, _ in settings[0]]
+    values = [sorted({dict(s)[k] for s in settings}, key=value_order) for k in keys]
+    return f"{what} split by " + ", ".join(f"{k} ({', '.join(vs)})" for k, vs in zip(keys, values))
+
+
+def is_method_option(key: str) -> bool:
+    return key.startswith("method.")
+
+
+class Run(NamedTuple):
+    """A finished record with the metric: what cells average."""
+
+    record: dict[str, Any]
+    value: float
+    protocol: dict[str, Any]
+
+    @property
+    def pair(self) -> str:
+        return str(self.record["pair"])
+
+    @property
+    def row(self) -> Row:
+        return Row(str(self.record["method"]), str(self.record.get("selection") or DEFAULT_SELECTION))
+
+
+def split(runs: list[Run], which: Callable[[str], bool], what: str) -> tuple[dict[Settings, list[Run]], list[str]]:
+    """``runs`` grouped by their setting of the keys (among those passing ``which``) they disagree on,
+    and the note saying so (none when they all agree)."""
+    keys = differing([r.protocol for r in runs], which)
+    groups: dict[Settings, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(settings_of(r.protocol, keys), []).append(r)
+    return groups, [split_note(what, sorted(groups))] if keys else []
+
+
+def selected_value(record: dict[str, Any], rule: str) -> tuple[float | None, str]:
+    """The target accuracy ``rule`` picks from the run's ``evaluations.jsonl`` (None, why) if it cannot."""
+    from dann.selection import read_evaluations, select
+
+    path = record.get("_path")
+    evals = read_evaluations(Path(path).parent) if path else []
+    if not evals:
+        return None, f"--select {rule}: the run has no evaluations.jsonl (probe.enabled=false, or no evaluation)"
+    try:
+        return select(evals, rule).tgt_acc, ""
+    except ValueError as e:
+        return None, f"--select {rule}: {e}"
 
 
 def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]],
-                metric: str = DEFAULT_METRIC) -> Table:
-    """Group finished records by (pair, method); keep the others aside with their reasons."""
-    cells: dict[tuple[str, str], Cell] = {}
-    failed, skipped = [], []
+                metric: str = DEFAULT_METRIC, select: str | None = None) -> Table:
+    """Group finished records by (pair, method), split by protocol; keep the others aside with their reasons.
+
+    A pair's runs that differ in a non-method key of their :func:`protocol` go to one column per
+    setting of the differing keys; then, within a column, a method's runs (with one selection rule)
+    that differ in a method option (``method.*``) go to one row per setting.
+    """
+    failed, skipped, runs = [], [], []
     for r in sorted(records, key=lambda r: (str(r["pair"]), str(r["method"]), str(r["seed"]))):
         if r["status"] != "finished":
             failed.append(r)
             continue
-        v = (r.get("metrics") or {}).get(metric)
+        if select and select != "last":  # another checkpoint of the run, chosen by a selection rule
+            v, why = selected_value(r, select)
+            if v is None:
+                skipped.append((r.get("_path", "?"), why))
+                continue
+            r = {**r, "selection": select}
+        else:
+            v = (r.get("metrics") or {}).get(metric)
         if not isinstance(v, (int, float)) or v != v:  # absent, not a number, or NaN
             skipped.append((r.get("_path", "?"), f"finished but {metric} is {v!r}"))
             continue
-        sel = str(r.get("selection") or DEFAULT_SELECTION)
-        c = cells.setdefault((str(r["pair"]), row_name(str(r["method"]), sel)), Cell())
-        c.values.append(float(v))
-        c.seeds.append(r["seed"])
-        c.selections.append(sel)
-    return Table(metric, cells, failed, list(unreadable), skipped)
+        runs.append(Run(r, float(v), protocol(r)))
+    t = Table(metric, {}, failed, list(unreadable), skipped)
+    for pair in sorted({r.pair for r in runs}):
+        columns, note = split([r for r in runs if r.pair == pair], lambda k: not is_method_option(k), pair)
+        t.splits += note
+        for column_settings, column_runs in columns.items():
+            column = label(pair, column_settings)
+            t.columns[column] = Column(pair, column_settings)
+            for row in dict.fromkeys(r.row for r in column_runs):
+                name = row_name(row.method, row.selection)
+                cells, note = split([r for r in column_runs if r.row == row], is_method_option, f"{name} on {column}")
+                t.splits += note
+                for row_settings, cell_runs in cells.items():
+                    t.rows[label(name, row_settings)] = row._replace(settings=row_settings)
+                    t.cells[column, label(name, row_settings)] = Cell([r.value for r in cell_runs],
+                                                                      [r.record["seed"] for r in cell_runs],
+                                                                      [row.selection] * len(cell_runs))
+    return t
 
 
 # -- formatting ----------------------------------------------------------------------------
@@ -170,14 +377,20 @@ def notes(t: Table) -> list[str]:
     out = [f"Cells: {t.metric}, mean ± sample std (number of seeds) over finished runs."]
     if t.compare_with_paper and any(t.paper(p, m)[0] is not None for p in t.pairs for m in t.methods):
         out.append("[paper x]: Ganin et al. 2016, Table 2; gap: (method - source_only) / "
-                   "(target_only - source_only) from our own means of that pair.")
-        if any(p in STAND_INS for p in t.pairs):
+                   "(target_only - source_only) from our own means in the same column (same pair and protocol).")
+        stand_ins = sorted({t.column(c).pair for c in t.pairs} & set(STAND_INS))
+        if stand_ins:
             out.append("paper*: the paper's number for the original pair this regenerated domain stands in for ("
-                       + ", ".join(f"{p} -> {STAND_INS[p]}" for p in t.pairs if p in STAND_INS) + ").")
+                       + ", ".join(f"{p} -> {STAND_INS[p]}" for p in stand_ins) + ").")
+    if t.splits:
+        out.append("Runs of different protocols are not averaged: " + "; ".join(t.splits) + ".")
     marked = sorted(f"{m} on {p}: {c.selection}" for (p, m), c in t.cells.items() if c.oracle)
+    rules = sorted({x for c in t.cells.values() for x in c.selections} - {DEFAULT_SELECTION, *ORACLE_SELECTIONS})
     out.append("Model selection: last step (the weights at the end of training) in every cell"
-               + (", except cells marked {oracle}, whose runs chose on target test labels: " + "; ".join(marked)
-                  if marked else "") + ".")
+               + (f", except rows named (rule), chosen by that label-free rule: {', '.join(rules)}" if rules else "")
+               + ("; except cells marked {oracle}, whose runs chose on target test labels: " + "; ".join(marked)
+                  if marked else "")
+               + ".")
     if t.duplicates():
         out.append("Warning: repeated seeds averaged as separate runs: " + "; ".join(t.duplicates()))
     if t.failed:
@@ -206,10 +419,10 @@ def _tex(s: str) -> str:
 
 def render_latex(t: Table) -> str:
     lines = [r"\begin{tabular}{l" + "l" * len(t.pairs) + "}", r"\hline",
-             "method & " + " & ".join(_tex(p) for p in t.pairs) + r" \\", r"\hline"]
+             "method & " + " & ".join(_tex(p).replace("—", "--") for p in t.pairs) + r" \\", r"\hline"]
     for m in t.methods:
         cells = [_tex(cell_text(t, p, m, pm="±")).replace("±", r"$\pm$").replace("—", "--") for p in t.pairs]
-        lines.append(_tex(m) + " & " + " & ".join(cells) + r" \\")
+        lines.append(_tex(m).replace("—", "--") + " & " + " & ".join(cells) + r" \\")
     lines += [r"\hline", r"\end{tabular}"]
     return "\n".join(lines + ["% " + n.replace("\n", " ") for n in notes(t)]) + "\n"
 
@@ -261,7 +474,7 @@ def save_png(t: Table, path: str | Path) -> Path:
             ax.bar([x + width for x in xs], [v or 0 for v in paper], width, color=col, alpha=0.35, hatch="//",
                    edgecolor=col, label=f"{m} (paper)")
     ax.set_xticks(range(len(pairs)))
-    ax.set_xticklabels(pairs, fontsize=8)
+    ax.set_xticklabels([p.replace(" [", "\n[").replace(", ", ",\n") for p in pairs], fontsize=8)
     ax.set_ylabel(t.metric)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
@@ -283,7 +496,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", help="also write the table to this file")
     ap.add_argument("--png", help="write a grouped bar chart (ours vs the paper's) to this file")
     ap.add_argument("--metric", default=DEFAULT_METRIC, help=f"metric to tabulate (default {DEFAULT_METRIC})")
+    ap.add_argument("--select", metavar="RULE", help="report the checkpoint a model-selection rule picks from "
+                    "each run's evaluations.jsonl: last, last_k, src_val, reverse_validation, dev, entropy, im, "
+                    "snd, oracle (reads target labels; marked so)")
+    ap.add_argument("--selection-study", action="store_true", help="compare every selection rule instead: "
+                    "target accuracy picked, regret against oracle, rank correlations (markdown; --out, --png)")
     a = ap.parse_args(argv)
+    if a.select:
+        from dann.selection import rule_of
+
+        try:
+            rule_of(a.select)
+        except ValueError as e:
+            ap.error(str(e))
+        if a.metric != DEFAULT_METRIC:
+            ap.error("--select picks a checkpoint by its target accuracy; it cannot be combined with --metric")
     for d in a.run_dirs:
         if not Path(d).exists():
             print(f"dann-table: warning: {d} does not exist", file=sys.stderr)
@@ -304,7 +531,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         src = a.wandb or a.wandb_dir or " ".join(a.run_dirs)
         print(f"dann-table: error: no readable run records in {src}{why}", file=sys.stderr)
         return 2
-    t = build_table(records, bad, a.metric)
+    if a.selection_study:
+        return selection_study(records, a.out, a.png)
+    t = build_table(records, bad, a.metric, a.select)
     text = RENDER[a.format](t)
     print(text, end="")
     if a.format == "csv":  # keep stdout machine-readable; the caveats still reach the reader
@@ -316,6 +545,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("dann-table: warning: no finished run to draw; no PNG written", file=sys.stderr)
         else:
             print(f"dann-table: bar chart written to {save_png(t, a.png)}", file=sys.stderr)
+    return 0
+
+
+def selection_study(records: list[dict[str, Any]], out: str | None, png: str | None) -> int:
+    """``--selection-study``: print (and write) the study of every rule over the runs' evaluations."""
+    from dann import selection_study as study
+
+    s = study.build_study(records)
+    if not s.groups:
+        print("dann-table: error: no finished run has an evaluations.jsonl (train with probe.enabled=true, or "
+              "`dann-select rescore RUN` on runs trained with checkpoint.keep_all=true)", file=sys.stderr)
+        return 2
+    text = study.render_markdown(s)
+    print(text, end="")
+    if out:
+        atomic_write_text(Path(out), text)
+    if png:
+        print(f"dann-table: selection study chart written to {study.save_png(s, png)}", file=sys.stderr)
     return 0
 
 

@@ -14,7 +14,7 @@ from conftest import make_cfg
 from dann.config import ConfigError
 from dann.selection import (
     EVALS_FILE, RULES, density_ratio, dev_risk, entropy_score, im_score, read_evaluations, rescore,
-    reverse_validation, select, snd_score,
+    main, reverse_validation, select, snd_score,
 )
 from dann.train import train
 
@@ -168,7 +168,9 @@ def test_probe_logs_every_evaluation_and_rescore_reproduces_it(tmp_path):
     assert rec["metrics"]["select/reverse_validation"] == pytest.approx(evals[-1]["rv"])
     assert evals[-1]["tgt_acc"] == pytest.approx(rec["metrics"]["test/tgt_acc"])
     # the kept checkpoints, scored afterwards, give the same numbers
-    again = rescore(tmp_path / "run", samples=50)
+    assert main(["rescore", str(tmp_path / "run"), "--samples", "50"]) == 0  # dann-select rescore
+    again = read_evaluations(tmp_path / "run")
+    assert [e["step"] for e in again] == [10, 20, 30]
     for a, b in zip(evals, again):
         for k in ("tgt_acc", "src_val_acc", "src_val_loss", "entropy", "im", "snd", "rv"):
             assert a[k] == pytest.approx(b[k], abs=1e-4), k
@@ -185,3 +187,69 @@ def test_objective_must_be_a_label_free_score(tmp_path):
         train(make_cfg(tmp_path / "r", "pair=moons", "objective=select/oracle"))
     with pytest.raises(ConfigError, match="select/dev"):
         train(make_cfg(tmp_path / "r", "pair=moons", "objective=select/nope"))
+
+
+# -- dann-table --select and --selection-study on hand-written runs ---------------------------
+def write_run(root, method, seed, evals):
+    from dann.results import write_record
+
+    d = root / f"{method}_s{seed}"
+    write_record(d, {"pair": "mnist_mnistm", "method": method, "seed": seed, "status": "finished", "config": {},
+                     "git_commit": None, "steps": evals[-1]["step"] if evals else 10,
+                     "metrics": {"test/tgt_acc": evals[-1]["tgt_acc"] if evals else 0.5, "test/src_acc": 0.99},
+                     "wall_time_s": 1.0})
+    for e in evals:
+        from dann.selection import append_evaluation
+
+        append_evaluation(d, e)
+    return d
+
+
+@pytest.fixture
+def study_runs(tmp_path):
+    root = tmp_path / "runs"
+    # seed s: EVALS with every target accuracy shifted by s/100
+    for s in range(3):
+        write_run(root, "dann", s, [{**e, "tgt_acc": e["tgt_acc"] + s / 100} for e in EVALS])
+    write_run(root, "source_only", 0, [])  # no evaluations.jsonl
+    return root
+
+
+def test_table_select_rule_reports_the_picked_checkpoint(study_runs, capsys):
+    from dann.table import main as table
+
+    assert table([str(study_runs), "--select", "src_val"]) == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("| dann (src_val)"))
+    assert ".5100 ± .0100 (3)" in row and "{oracle}" not in row  # picks at step 100: .50, .51, .52
+    assert "no evaluations.jsonl" in out and "source_only_s0" in out  # skipped, with the reason
+    assert table([str(study_runs), "--select", "oracle"]) == 0
+    out = capsys.readouterr().out
+    row = next(ln for ln in out.splitlines() if ln.startswith("| dann (oracle)"))
+    assert ".8100 ± .0100 (3)" in row and row.rstrip(" |").endswith("{oracle}")
+    assert "chose on target test labels" in out
+    with pytest.raises(SystemExit):
+        table([str(study_runs), "--select", "best"])
+
+
+def test_selection_study_regret_correlation_and_oracle_label(study_runs, capsys, tmp_path):
+    from dann.selection_study import ORACLE_LABEL, build_study
+    from dann.table import main as table
+
+    png, md = tmp_path / "study.png", tmp_path / "study.md"
+    assert table([str(study_runs), "--selection-study", "--png", str(png), "--out", str(md)]) == 0
+    out = capsys.readouterr().out
+    assert png.stat().st_size > 5000 and md.read_text() == out
+    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
+            for ln in out.splitlines() if ln.startswith("| ") and not ln.startswith("| rule")}
+    assert rows["src_val"][:2] == [".5100 ± .0100 (3)", ".3000"]       # regret .81 - .51
+    assert rows["snd"][:2] == [".6600 ± .0100 (3)", ".1500"]
+    assert rows[ORACLE_LABEL][:2] == [".8100 ± .0100 (3)", ".0000"]     # the oracle row is always labelled
+    assert "oracle" not in rows and "last_k" in rows
+    # rho over checkpoints for src_val: scores (.97,.9,.9,.9,.9) vs accs (.5,.8,.6,.7,.65) -> negative
+    study = build_study([{**r, "_path": str(p)} for p in study_runs.rglob("results.json")
+                         for r in [__import__("json").loads(p.read_text())]])
+    src_val = next(r for r in study.groups["mnist_mnistm", "dann"] if r.rule == "src_val")
+    assert all(x < 0 for x in src_val.rho_ckpt)
+    assert math.isnan(src_val.rho_runs)  # a constant final score across runs ranks nothing
+    assert any("source_only_s0" in w for w in study.without_evals)

@@ -14,7 +14,7 @@ import pytest
 
 from dann.paper import PAPER, PAIRS, gap_closed
 from dann.results import write_record
-from dann.table import main
+from dann.table import build_table, main
 
 ACC = {  # (pair, method) -> target accuracy per seed
     ("mnist_mnistm", "source_only"): [0.55, 0.57, 0.56],
@@ -177,3 +177,144 @@ def test_script_wrapper_runs(runs):
     p = subprocess.run([sys.executable, str(script), str(runs / "nowhere")], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 2 and "does not exist" in p.stderr
+
+
+# -- protocols: runs whose configs differ are not averaged together ---------------------------
+def config(method, seed, max_steps=15000, pair="mnist_mnistm", **method_opts):
+    """A resolved run config as train.py writes it (the keys that matter here)."""
+    return {"seed": seed, "output_dir": f"/runs/{pair}_{method}_s{seed}", "resume": None, "objective": "test/src_acc",
+            "deterministic": False, "domains": {},
+            "data": {"root": f"/data{seed}", "batch_size": 128, "eval_batch_size": 1024, "src_val": 1000},
+            "trainer": {"max_steps": max_steps, "accelerator": "gpu", "devices": 1, "val_check_interval": 1000},
+            "optim": {"lr": 0.01, "momentum": 0.9, "anneal": True},
+            "pair": {"name": pair, "source": "mnist", "target": "mnist_m", "fit": "pad"},
+            "method": {"name": method, **method_opts},
+            "logger": {"csv": True, "wandb": {"group": f"g{seed}", "tags": []}},
+            "checkpoint": {"every_n_steps": 1000}, "pool": {"per_gpu": 1}}
+
+
+def write_runs(root: Path, runs: dict[tuple, list[float]], pair="mnist_mnistm") -> Path:
+    """``{(method, max_steps[, ((method option, value), ...)]): accuracies per seed}`` as records under ``root``."""
+    for (method, steps, *opts), accs in runs.items():
+        opts = dict(*opts)
+        for seed, a in enumerate(accs):
+            name = f"{pair}_{method}_{steps}_{'_'.join(map(str, opts.values()))}_s{seed}"
+            write_record(root / name, rec(pair, method, seed, a, config=config(method, seed, steps, pair, **opts)))
+    return root
+
+
+def protocol_note(md: str) -> str:
+    return next((ln for ln in md.splitlines() if ln.startswith("Runs of different protocols")), "")
+
+
+LENGTHS = {  # (method, trainer.max_steps) -> accuracies per seed
+    ("source_only", 8000): [0.50, 0.52], ("dann", 8000): [0.60, 0.64], ("target_only", 8000): [0.90, 0.92],
+    ("source_only", 15000): [0.56, 0.58], ("dann", 15000): [0.76, 0.78], ("target_only", 15000): [0.96, 0.98],
+}
+
+
+def test_training_lengths_split_the_column(tmp_path, capsys):
+    runs = write_runs(tmp_path, LENGTHS)
+    _, md, _ = run(capsys, runs)
+    header, rows = table_rows(md)
+    cols = {8000: "mnist_mnistm [trainer.max_steps=8000]", 15000: "mnist_mnistm [trainer.max_steps=15000]"}
+    assert header == ["method", cols[8000], cols[15000]]  # ordered by value, not as text
+    for (method, steps), accs in LENGTHS.items():
+        cell = rows[method][cols[steps]]
+        assert cell.startswith(f"{f4(statistics.mean(accs))} ± {f4(statistics.stdev(accs))} (2)"), cell
+        assert f"[paper {f4(PAPER[method]['mnist_mnistm'])}]" in cell  # the paper's number by the base pair
+    assert protocol_note(md) == ("Runs of different protocols are not averaged: "
+                                 "mnist_mnistm split by trainer.max_steps (8000, 15000).")
+
+
+def test_gap_closed_uses_the_bounds_of_the_same_protocol(tmp_path, capsys):
+    # no train-on-target bound at 8000 steps
+    runs = write_runs(tmp_path, {k: a for k, a in LENGTHS.items() if k != ("target_only", 8000)})
+    _, md, _ = run(capsys, runs)
+    _, rows = table_rows(md)
+    mean = lambda m: statistics.mean(LENGTHS[(m, 15000)])  # noqa: E731
+    g = gap_closed(mean("dann"), mean("source_only"), mean("target_only"))
+    assert f"gap {g:.1f}%" in rows["dann"]["mnist_mnistm [trainer.max_steps=15000]"]
+    # the 8000-step column does not borrow the 15000-step bound, so it has no gap
+    assert "gap" not in rows["dann"]["mnist_mnistm [trainer.max_steps=8000]"]
+    assert rows["target_only"]["mnist_mnistm [trainer.max_steps=8000]"].startswith("— ")
+
+
+def test_ignored_keys_do_not_split(tmp_path, capsys):
+    """Seed, output_dir, data.root, logger, hardware and unused custom domains differ between these runs."""
+    accs = [0.74, 0.78, 0.75]
+    for seed, a in enumerate(accs):
+        cfg = config("dann", seed, gamma=10.0)
+        cfg["trainer"]["accelerator"] = ["gpu", "cpu", "mps"][seed]
+        cfg["domains"] = {} if seed else {"my_photos": {"kind": "image_folder", "train": "/p"}}  # not this pair's
+        write_record(tmp_path / f"s{seed}", rec("mnist_mnistm", "dann", seed, a, config=cfg))
+    _, md, _ = run(capsys, tmp_path)
+    header, rows = table_rows(md)
+    assert header == ["method", "mnist_mnistm"] and list(rows) == ["dann"]
+    assert rows["dann"]["mnist_mnistm"].startswith(f"{f4(statistics.mean(accs))} ± {f4(statistics.stdev(accs))} (3)")
+    assert protocol_note(md) == ""
+
+
+def test_a_used_custom_domain_splits(tmp_path, capsys):
+    for seed, train in enumerate(["/a", "/b"]):
+        cfg = config("dann", seed)
+        cfg["pair"]["source"] = "mine"  # the pair's data comes from this definition
+        cfg["domains"] = {"mine": {"kind": "npz", "train": train}}
+        write_record(tmp_path / f"s{seed}", rec("mnist_mnistm", "dann", seed, 0.7, config=cfg))
+    header, _ = table_rows(run(capsys, tmp_path)[1])
+    assert header == ["method", "mnist_mnistm [domains.mine.train=/a]", "mnist_mnistm [domains.mine.train=/b]"]
+
+
+def test_a_missing_key_splits_and_records_without_config_group_together(tmp_path, capsys):
+    old = config("dann", 1)
+    del old["trainer"]["max_steps"]  # e.g. a record written before the key existed
+    write_record(tmp_path / "new", rec("mnist_mnistm", "dann", 0, 0.7, config=config("dann", 0)))
+    write_record(tmp_path / "old", rec("mnist_mnistm", "dann", 1, 0.6, config=old))
+    header, _ = table_rows(run(capsys, tmp_path)[1])
+    assert header == ["method", "mnist_mnistm [trainer.max_steps=15000]", "mnist_mnistm [trainer.max_steps=—]"]
+
+    no_config = rec("mnist_mnistm", "dann", 2, 0.5)
+    del no_config["config"]
+    t = build_table([rec("mnist_mnistm", "dann", 1, 0.6), no_config], [])  # config {} and no config: both empty
+    assert t.pairs == ["mnist_mnistm"] and t.cells[("mnist_mnistm", "dann")].n == 2 and not t.splits
+
+
+def test_a_method_option_splits_only_that_methods_row(tmp_path, capsys):
+    runs = write_runs(tmp_path, {
+        ("source_only", 15000): [0.55, 0.57],
+        ("sa", 15000, (("sa_dim", 20), ("sa_seed", 0))): [0.58, 0.60],
+        ("sa", 15000, (("sa_dim", 50), ("sa_seed", 0))): [0.62, 0.66],
+        ("dann", 15000, (("gamma", 10.0),)): [0.74, 0.78],
+    })
+    _, md, _ = run(capsys, runs)
+    header, rows = table_rows(md)
+    assert header == ["method", "mnist_mnistm"]  # methods' own options never split the column
+    assert list(rows) == ["source_only", "sa [method.sa_dim=20]", "sa [method.sa_dim=50]", "dann"]
+    assert rows["sa [method.sa_dim=20]"]["mnist_mnistm"].startswith(".5900 ± .0141 (2) [paper .5690]")
+    assert rows["sa [method.sa_dim=50]"]["mnist_mnistm"].startswith(".6400 ± .0283 (2) [paper .5690]")
+    assert rows["dann"]["mnist_mnistm"].startswith(".7600 ± .0283 (2)")
+    assert protocol_note(md) == ("Runs of different protocols are not averaged: "
+                                 "sa on mnist_mnistm split by method.sa_dim (20, 50).")
+
+
+def test_split_columns_in_latex_csv_and_png(tmp_path, capsys):
+    runs = write_runs(tmp_path / "runs", LENGTHS)
+    write_runs(runs, {("dann", 8000): [0.5], ("dann", 15000): [0.7]}, pair="mnist_mnistm_regen")
+    code, tex, _ = run(capsys, runs, "--format", "latex")
+    body = tex[tex.index(r"\begin{tabular}{lllll}"):tex.index(r"\end{tabular}")]
+    lines = [ln for ln in body.splitlines() if ln.endswith(r"\\")]
+    assert code == 0 and len(lines) == 4 and all(ln.count("&") == 4 for ln in lines)
+    assert r"mnist\_mnistm\_regen [trainer.max\_steps=15000]" in lines[0]
+    assert "[paper* .7666]" in tex  # the stand-in's reference, for each of its split columns
+    assert "% Runs of different protocols are not averaged: mnist_mnistm split by trainer.max_steps (8000, 15000); " \
+           "mnist_mnistm_regen split by trainer.max_steps (8000, 15000)." in tex
+
+    _, out, _ = run(capsys, runs, "--format", "csv")
+    by = {(r["pair"], r["method"]): r for r in csv.DictReader(io.StringIO(out))}
+    assert len(by) == len(LENGTHS) + 2
+    for (method, steps), accs in LENGTHS.items():
+        assert float(by[(f"mnist_mnistm [trainer.max_steps={steps}]", method)]["mean"]) == \
+            pytest.approx(statistics.mean(accs), abs=1e-6)
+
+    png = tmp_path / "t.png"
+    assert run(capsys, runs, "--png", png)[0] == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

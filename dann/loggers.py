@@ -47,6 +47,19 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.method.name}-{cfg.pair.name}-{cfg.seed}"
 
 
+def run_tags(cfg: DictConfig) -> list[str]:
+    """W&B tags: pair and method, then the protocol variants a dashboard filters on (the domains,
+    their fit, the training length, and the selection rule when it is not the last step)."""
+    p = cfg.pair
+    tags = [f"pair:{p.name}", f"method:{cfg.method.name}", f"source:{p.source}", f"target:{p.target}",
+            f"steps:{cfg.trainer.max_steps}"]
+    if p.get("fit"):
+        tags.append(f"fit:{p.fit}")
+    if cfg.get("selection", "last") not in ("last", "last_step"):
+        tags.append(f"selection:{cfg.selection}")
+    return tags
+
+
 def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     lc = cfg.logger
     loggers: list[Logger] = []
@@ -57,7 +70,7 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
         from pytorch_lightning.loggers import WandbLogger
 
         os.environ.setdefault("WANDB_SILENT", "true")
-        tags = [f"pair:{cfg.pair.name}", f"method:{cfg.method.name}"] + list(w.get("tags") or [])
+        tags = run_tags(cfg) + list(w.get("tags") or [])
         loggers.append(WandbLogger(
             project=w.project, entity=w.get("entity"), name=run_name(cfg), group=w.get("group"),
             job_type=cfg.method.name, tags=tags, mode=wandb_mode(w.get("mode")), save_dir=str(output_dir),

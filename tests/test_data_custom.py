@@ -177,7 +177,7 @@ def test_train_on_a_custom_pair_declared_in_config(tmp_path):
         decl += [f"+domains.{name}.kind=npz", f"+domains.{name}.train={path}", f"+domains.{name}.test_fraction=0.25"]
     # the recipe of conf/domains/example.yaml: an image pair's settings, its domains swapped
     cfg = make_cfg(tmp_path / "run", *decl, "pair=mnist_mnistm", "pair.name=custom", "pair.source=csrc",
-                   "pair.target=ctgt", "data.batch_size=16", "trainer.max_steps=20",
+                   "pair.target=ctgt", "data.batch_size=16", "data.src_val=8", "trainer.max_steps=20",
                    "trainer.val_check_interval=20", f"data.root={tmp_path / 'root'}")
     rec = train(cfg)
     assert rec["status"] == "finished" and rec["source"] == "csrc" and rec["steps"] == 20

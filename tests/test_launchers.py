@@ -92,7 +92,7 @@ def test_multirun_makes_one_wandb_run_per_job_and_table_from_wandb(tmp_path, cap
     infos = [read_offline_run(r) for r in runs]
     assert {i["name"] for i in infos} == {"source_only-moons-0", "dann-moons-0"}
     assert {i["group"] for i in infos} == {"unit_sweep"} and {i["job_type"] for i in infos} == {"source_only", "dann"}
-    assert all("pair:moons" in i["tags"] for i in infos)
+    assert all({"pair:moons", "source:moons", "target:moons_rot35", "steps:100"} <= set(i["tags"]) for i in infos)
     for i in infos:
         assert {"test/tgt_acc", "test/src_acc", "test/pad", "steps", "wall_time_s", "status"} <= set(i["summary"])
     recs, bad = offline_records(tmp_path / "sw")

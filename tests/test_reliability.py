@@ -44,6 +44,10 @@ def test_interrupt_then_resume_equals_uninterrupted(tmp_path, sig):
     assert resumed["resumed_from"].endswith("last.ckpt")
     assert resumed["steps"] == 200
     assert resumed["metrics"] == full["metrics"]  # bitwise: same seed, deterministic CPU
+    # evaluations at the same steps with the same scores (Ctrl-C mid-step must not shift them)
+    from dann.selection import read_evaluations
+
+    assert read_evaluations(tmp_path / "cut") == read_evaluations(tmp_path / "full")
     # the learning curve of the first attempt is kept, in step order, without repeated steps
     import csv
 

@@ -142,6 +142,23 @@ class DAMethod(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Align Lightning's batch counter with the optimizer step before the loops are restored.
+
+        A checkpoint written when Ctrl-C interrupts a step's callbacks counts that batch as not
+        completed although its optimizer step was taken; the resumed run would then evaluate
+        (``val_check_interval`` counts batches) one step off, at 99, 199, ... Here every batch is
+        one optimizer step in one endless epoch, so the batch count is the global step.
+        """
+        step = checkpoint.get("global_step")
+        bp = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.batch_progress")
+        if step is None or not bp:
+            return
+        for part in ("total", "current"):
+            for k in ("ready", "started", "processed", "completed"):
+                if k in bp.get(part, {}):
+                    bp[part][k] = step
+
     def record_extras(self) -> dict[str, Any]:
         """Fields this method adds to its results record: at least the model-selection rule."""
         return {"selection": "last_step"}

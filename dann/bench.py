@@ -15,6 +15,12 @@ that package is installed. Prints a table, writes JSON; the ratios are the headl
 absolute times on shared machines vary.
 
     dann-bench --pairs mnist_mnistm --steps 300 --out bench.json
+
+``--compile MODE`` and ``--channels-last`` apply the ``speed:`` options (:mod:`dann.speed`) to
+the networks of ``framework`` and ``floor`` (the DataLoader loop stays the plain published-code
+baseline); compilation happens during the warm-up steps, which are not timed:
+
+    dann-bench --pairs mnist_mnistm --synthetic --compile default --out bench_compile.json
 """
 
 from __future__ import annotations
@@ -86,12 +92,24 @@ def _data(pair: str, synthetic: bool):
 class _StepTimer:
     """Wall time between step ``warmup`` and the last step, with a device sync at both ends."""
 
-    def __init__(self, warmup: int):
+    def __init__(self, warmup: int, speed: dict[str, Any] | None = None):
         import pytorch_lightning as pl
 
         timer = self
 
         class CB(pl.Callback):
+            def setup(self, trainer, pl_module, stage):
+                # The speed options, if train() did not apply them itself (before the optimizer exists)
+                from dann.speed import apply_speed, speed_settings
+
+                if stage != "fit" or timer.speed is not None:
+                    return
+                if speed_settings(pl_module) is not None:
+                    timer.speed = {**speed_settings(pl_module), "applied_by": "train"}
+                elif speed and (speed.get("compile") or speed.get("channels_last")):
+                    apply_speed(pl_module, **speed)
+                    timer.speed = {**speed_settings(pl_module), "applied_by": "bench"}
+
             def on_train_batch_start(self, trainer, *a):
                 if trainer.global_step == timer.warmup:
                     _sync()
@@ -101,7 +119,7 @@ class _StepTimer:
                 _sync()
                 timer.t1 = time.perf_counter()
 
-        self.warmup, self.t0, self.t1, self.callback = warmup, None, None, CB()
+        self.warmup, self.t0, self.t1, self.speed, self.callback = warmup, None, None, None, CB()
 
 
 def _sync() -> None:
@@ -115,16 +133,29 @@ def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: li
     from dann.train import train
 
     src, tgt, synth = _data(pair, synthetic)
-    timer = _StepTimer(warmup)
     with tempfile.TemporaryDirectory() as out:
         cfg = _pair_cfg(pair, [f"output_dir={out}", f"pair.source={src}", f"pair.target={tgt}", "logger=csv",
                                f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
                                "trainer.enable_progress_bar=false", "+trainer.limit_val_batches=0", f"checkpoint.every_n_steps={steps}",
                                "checkpoint.keep=false", *extra])
+        timer = _StepTimer(warmup, _speed_cfg(cfg))
         train(cfg, callbacks=[timer.callback])
     sec = (timer.t1 - timer.t0) / (steps - warmup)
-    return {"ms_per_step": 1000 * sec, "images_per_s": cfg.data.batch_size / sec, "peak_mb": _peak_mb(),
-            "synthetic_data": synth}
+    res = {"ms_per_step": 1000 * sec, "images_per_s": cfg.data.batch_size / sec, "peak_mb": _peak_mb(),
+           "synthetic_data": synth}
+    if timer.speed is not None:
+        res["speed"] = timer.speed
+    return res
+
+
+def _speed_cfg(cfg) -> dict[str, Any]:
+    """The ``speed:`` options of a composed config (off when the config has none)."""
+    sp = cfg.get("speed") or {}
+    return {"compile": sp.get("compile", False), "channels_last": bool(sp.get("channels_last", False))}
+
+
+def _speed_overrides(mode: str | None, channels_last: bool) -> list[str]:
+    return ([f"speed.compile={mode}"] if mode else []) + (["speed.channels_last=true"] if channels_last else [])
 
 
 def _tensors(pair: str, synthetic: bool):
@@ -184,13 +215,20 @@ def _result(sec: float, synth: bool, **extra: Any) -> dict[str, Any]:
             **extra}
 
 
-def run_floor(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, Any]:
+def run_floor(pair: str, steps: int, warmup: int, synthetic: bool, extra: list[str] = ()) -> dict[str, Any]:
     dev = _device()
     cfg, dm, synth, xs, ys, xt = _in_memory(pair, synthetic, dev)
     n, opt = _nets(cfg, dm, dev)
+    speed = _speed_cfg(_pair_cfg(pair, list(extra))) if extra else None
+    if speed and (speed["compile"] or speed["channels_last"]):
+        from dann.speed import apply_speed
+
+        apply_speed(n, **speed)
+        if speed["channels_last"]:  # the batches too, once, as a data path would yield them
+            xs, xt = xs.contiguous(memory_format=torch.channels_last), xt.contiguous(memory_format=torch.channels_last)
     sec = _time_random_batches(lambda i, j: _dann_step(n, opt, xs[i], ys[i], xt[j], 1.0), len(xs), len(xt),
                                steps, warmup, dev)
-    return _result(sec, synth)
+    return _result(sec, synth, **({"speed": speed} if speed else {}))
 
 
 class _PerSample(torch.utils.data.Dataset):
@@ -286,7 +324,7 @@ def _worker(argv: list[str]) -> None:
     mode, pair, steps, warmup, synthetic, workers = argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4] == "1", int(argv[5])
     extra = argv[6:]
     fn = {"framework": lambda: run_framework(pair, steps, warmup, synthetic, extra),
-          "floor": lambda: run_floor(pair, steps, warmup, synthetic),
+          "floor": lambda: run_floor(pair, steps, warmup, synthetic, extra),
           "dataloader": lambda: run_dataloader(pair, steps, warmup, synthetic, workers),
           "load": lambda: run_load(pair),
           "peer": lambda: run_peer(pair, steps, warmup, synthetic)}[mode]
@@ -316,16 +354,32 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
     ap.add_argument("--synthetic", action="store_true", help="random images of the pair's shape instead of real data")
     ap.add_argument("--peer", action="store_true", help="also pytorch-adapt's DANN, when installed")
+    ap.add_argument("--compile", metavar="MODE", default=None,
+                    help="torch.compile the networks of framework and floor (speed.compile): default, "
+                         "reduce-overhead (CUDA graphs on GPU), max-autotune, max-autotune-no-cudagraphs")
+    ap.add_argument("--channels-last", action="store_true",
+                    help="NHWC weights and inputs for framework and floor (speed.channels_last)")
     ap.add_argument("--out", default="bench.json")
     ap.add_argument("overrides", nargs="*", help="config overrides for the framework run (e.g. optim.fused=true)")
     a = ap.parse_args(argv)
+    if a.compile is not None:
+        from dann.speed import compile_mode
+
+        try:
+            a.compile = compile_mode(a.compile)
+        except ValueError as e:
+            ap.error(str(e).replace("speed.compile", "--compile"))
+    speed = _speed_overrides(a.compile, a.channels_last)
     modes = ["framework", "dataloader", "floor"] + (["peer"] if a.peer else [])
     dev = _device()
     res: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu x{os.cpu_count()}",
                            "torch": torch.__version__, "steps": a.steps, "warmup": a.warmup, "pairs": {}}
+    if speed:
+        res["speed"] = {"compile": a.compile or False, "channels_last": a.channels_last}
     rows = []
     for pair in a.pairs:
-        r = {m: _spawn(m, pair, a, a.overrides if m == "framework" else []) for m in modes}
+        r = {m: _spawn(m, pair, a, [*a.overrides, *speed] if m == "framework" else speed if m == "floor" else [])
+             for m in modes}
         r["load_s"] = _spawn("load", pair, a, [])
         fw, fl, dl = (r[m].get("ms_per_step") for m in ("framework", "floor", "dataloader"))
         r["framework_over_floor"] = fw / fl if fw and fl else None
@@ -336,7 +390,8 @@ def cli(argv: list[str] | None = None) -> int:
             rows.append(f"| {pair} | {m} | " + (f"{v['ms_per_step']:.1f} | {v['images_per_s']:.0f} | {v['peak_mb']:.0f} |"
                                                  if "ms_per_step" in v else f"{v.get('skipped') or v.get('error', '')[-120:]} | | |"))
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
-    print(f"device: {res['device']}, torch {res['torch']}, {a.steps} steps ({a.warmup} warm-up), batch 64+64\n")
+    sp = f", speed: compile={a.compile or 'off'} channels_last={a.channels_last} (framework, floor)" if speed else ""
+    print(f"device: {res['device']}, torch {res['torch']}, {a.steps} steps ({a.warmup} warm-up), batch 64+64{sp}\n")
     print("| pair | loop | ms/step | images/s | peak MB |\n|---|---|---|---|---|")
     print("\n".join(rows))
     print()

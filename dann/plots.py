@@ -37,7 +37,7 @@ def draw_boundary(ax, grid: dict[str, np.ndarray], src: tuple[np.ndarray, np.nda
                   tgt: tuple[np.ndarray, np.ndarray], title: str) -> None:
     ax.contourf(grid["xx"], grid["yy"], grid["prob"], levels=20, cmap="RdBu", alpha=0.35)
     ax.contour(grid["xx"], grid["yy"], grid["prob"], levels=[0.5], colors="k", linewidths=1.5)
-    (xs, ys), (xt, yt) = src, tgt
+    (xs, ys), (xt, _) = src, tgt  # target labels are not drawn: unlabelled
     ax.scatter(xs[ys == 0, 0], xs[ys == 0, 1], c="tab:red", marker="+", s=18, label="source, class 0")
     ax.scatter(xs[ys == 1, 0], xs[ys == 1, 1], c="tab:blue", marker="_", s=18, label="source, class 1")
     ax.scatter(xt[:, 0], xt[:, 1], c="0.45", s=6, alpha=0.6, label="target (unlabelled)")

@@ -16,14 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dann.plots import pyplot, save_fig
 
-def _mpl():
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 @torch.no_grad()
@@ -70,7 +65,7 @@ def save_tsne(panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.nda
               seed: int = 0) -> Path:
     """One column per (title, src_features, tgt_features, src_labels, tgt_labels); top row
     coloured by domain, bottom row by class."""
-    plt = _mpl()
+    plt = pyplot()
     fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels), 9.5), squeeze=False)
     for c, (title, fs, ft, ys, yt) in enumerate(panels):
         zs, zt = tsne_embed(fs, ft, seed)
@@ -86,10 +81,7 @@ def save_tsne(panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.nda
         for a in axes[:, c]:
             a.set_xticks([])
             a.set_yticks([])
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_fig(fig, path, dpi=100)
 
 
 def _read_curves(metrics_csv: Path) -> dict[str, tuple[list[int], list[float]]]:
@@ -109,7 +101,7 @@ def save_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Path
     curves = _read_curves(metrics_csv)
     if not curves:
         return None
-    plt = _mpl()
+    plt = pyplot()
     groups = [("accuracy", ["val/src_acc", "val/tgt_acc", "train/dom_acc"]),
               ("loss", ["train/cls", "train/dom", "train/loss"]),
               ("schedules", ["train/lambda", "train/lr"])]
@@ -126,7 +118,4 @@ def save_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Path
         if name == "schedules" and "train/lr" in curves:
             ax.set_yscale("log")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save_fig(fig, path, dpi=100)

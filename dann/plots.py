@@ -10,13 +10,24 @@ import torch
 GRID = 200
 
 
-def _mpl():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_fig(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (making the folder) and close ``fig``; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
 
 
 @torch.no_grad()
@@ -49,7 +60,7 @@ def draw_boundary(ax, grid: dict[str, np.ndarray], src: tuple[np.ndarray, np.nda
 def save_decision_boundary(model, dm, path: Path, title: str) -> Path:
     """Plot the decision boundary with source and target training points; keep the grid
     as ``boundary.npz`` beside the PNG so a sweep summary can draw runs side by side."""
-    plt = _mpl()
+    plt = pyplot()
     src = (dm.src_train.x.cpu().numpy(), dm.src_train.y.cpu().numpy())
     tgt = (dm.tgt_train.x.cpu().numpy(), dm.tgt_train.y.cpu().numpy())
     grid = boundary_grid(model, np.concatenate([src[0], tgt[0]]))
@@ -57,21 +68,15 @@ def save_decision_boundary(model, dm, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(5, 4.5))
     draw_boundary(ax, grid, src, tgt, title)
     ax.legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_fig(fig, path)
 
 
 def save_boundaries_side_by_side(runs: list[tuple[str, Path]], path: Path) -> Path:
     """One panel per (title, boundary.npz), e.g. source-only beside DANN."""
-    plt = _mpl()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4.5), squeeze=False)
     for ax, (title, npz) in zip(axes[0], runs):
         d = np.load(npz)
         draw_boundary(ax, d, (d["xs"], d["ys"]), (d["xt"], d["yt"]), title)
     axes[0][0].legend(loc="lower left", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_fig(fig, path)

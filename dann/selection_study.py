@@ -150,10 +150,9 @@ def render_markdown(s: Study) -> str:
 
 def save_png(s: Study, path: str | Path) -> Path:
     """Bars: the target accuracy each rule picks, per (pair, method), oracle hatched."""
-    import matplotlib
+    from dann.plots import pyplot, save_fig
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     keys = list(s.groups)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), squeeze=False, sharey=True)
@@ -173,9 +172,4 @@ def save_png(s: Study, path: str | Path) -> Path:
         lo = min(m - e for m, e in zip(means, sds)) if means else 0
         ax.set_ylim(max(0.0, lo - 0.05), min(1.0, max(means, default=1) + 0.05))
     axes[0][0].set_ylabel("target test accuracy picked")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_fig(fig, path)

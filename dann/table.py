@@ -454,10 +454,9 @@ RENDER = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
 
 def save_png(t: Table, path: str | Path) -> Path:
     """Grouped bars per pair: ours (mean ± std, solid) beside the paper's (hatched), per method."""
-    import matplotlib
+    from dann.plots import pyplot, save_fig
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     pairs, methods = t.pairs, t.methods
     width = 0.8 / (2 * len(methods))
@@ -478,12 +477,7 @@ def save_png(t: Table, path: str | Path) -> Path:
     ax.set_ylabel(t.metric)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_fig(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

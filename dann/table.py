@@ -116,6 +116,7 @@ class Table:
     columns: dict[str, Column] = field(default_factory=dict)  # label -> Column (labels without one: pairs)
     rows: dict[str, Row] = field(default_factory=dict)  # label -> Row (labels without one: methods)
     splits: list[str] = field(default_factory=list)  # "mnist_mnistm split by trainer.max_steps (8000, 15000)"
+    merged: list[str] = field(default_factory=list)  # keys the user chose to average across (--merge)
 
     def column(self, label: str) -> Column:
         return self.columns.get(label) or Column(label)
@@ -195,9 +196,9 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def ignored(key: str) -> bool:
-    """Whether ``key`` is, or lies under, an entry of :data:`PROTOCOL_IGNORE`."""
-    return any(key == p or key.startswith(p + ".") for p in PROTOCOL_IGNORE)
+def ignored(key: str, extra: Sequence[str] = ()) -> bool:
+    """Whether ``key`` is, or lies under, an entry of :data:`PROTOCOL_IGNORE` or of ``extra``."""
+    return any(key == p or key.startswith(p + ".") for p in (*PROTOCOL_IGNORE, *extra))
 
 
 def unused_domain(key: str, flat: dict[str, Any]) -> bool:
@@ -208,12 +209,13 @@ def unused_domain(key: str, flat: dict[str, Any]) -> bool:
                                                                           flat.get("pair.target")))
 
 
-def protocol(record: dict[str, Any]) -> dict[str, Any]:
-    """The record's protocol: its flattened config without :data:`PROTOCOL_IGNORE` and the unused
-    ``domains``. Empty for a record without a config (old or hand-written)."""
+def protocol(record: dict[str, Any], extra_ignore: Sequence[str] = ()) -> dict[str, Any]:
+    """The record's protocol: its flattened config without :data:`PROTOCOL_IGNORE` (and the keys
+    the user chose to merge across, ``extra_ignore``) and the unused ``domains``. Empty for a
+    record without a config (old or hand-written)."""
     config = record.get("config")
     flat = flatten(config) if isinstance(config, dict) else {}
-    return {k: v for k, v in flat.items() if not ignored(k) and not unused_domain(k, flat)}
+    return {k: v for k, v in flat.items() if not ignored(k, extra_ignore) and not unused_domain(k, flat)}
 
 
 def canonical(value: Any) -> str:
@@ -306,7 +308,7 @@ def selected_value(record: dict[str, Any], rule: str) -> tuple[float | None, str
 
 
 def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]],
-                metric: str = DEFAULT_METRIC, select: str | None = None) -> Table:
+                metric: str = DEFAULT_METRIC, select: str | None = None, merge: Sequence[str] = ()) -> Table:
     """Group finished records by (pair, method), split by protocol; keep the others aside with their reasons.
 
     A pair's runs that differ in a non-method key of their :func:`protocol` go to one column per
@@ -329,8 +331,9 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
         if not isinstance(v, (int, float)) or v != v:  # absent, not a number, or NaN
             skipped.append((r.get("_path", "?"), f"finished but {metric} is {v!r}"))
             continue
-        runs.append(Run(r, float(v), protocol(r)))
+        runs.append(Run(r, float(v), protocol(r, merge)))
     t = Table(metric, {}, failed, list(unreadable), skipped)
+    t.merged = list(merge)
     for pair in sorted({r.pair for r in runs}):
         columns, note = split([r for r in runs if r.pair == pair], lambda k: not is_method_option(k), pair)
         t.splits += note
@@ -384,6 +387,8 @@ def notes(t: Table) -> list[str]:
                        + ", ".join(f"{p} -> {STAND_INS[p]}" for p in stand_ins) + ").")
     if t.splits:
         out.append("Runs of different protocols are not averaged: " + "; ".join(t.splits) + ".")
+    if t.merged:
+        out.append("On request (--merge), runs that differ in " + ", ".join(t.merged) + " ARE averaged together.")
     marked = sorted(f"{m} on {p}: {c.selection}" for (p, m), c in t.cells.items() if c.oracle)
     rules = sorted({x for c in t.cells.values() for x in c.selections} - {DEFAULT_SELECTION, *ORACLE_SELECTIONS})
     out.append("Model selection: last step (the weights at the end of training) in every cell"
@@ -493,6 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--select", metavar="RULE", help="report the checkpoint a model-selection rule picks from "
                     "each run's evaluations.jsonl: last, last_k, src_val, reverse_validation, dev, entropy, im, "
                     "snd, oracle (reads target labels; marked so)")
+    ap.add_argument("--merge", metavar="KEY", action="append", default=[],
+                    help="average runs that differ in this config key (e.g. data.src_val) instead of splitting "
+                         "the column; the note under the table says so. Repeatable")
     ap.add_argument("--selection-study", action="store_true", help="compare every selection rule instead: "
                     "target accuracy picked, regret against oracle, rank correlations (markdown; --out, --png)")
     a = ap.parse_args(argv)
@@ -527,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.selection_study:
         return selection_study(records, a.out, a.png)
-    t = build_table(records, bad, a.metric, a.select)
+    t = build_table(records, bad, a.metric, a.select, a.merge)
     text = RENDER[a.format](t)
     print(text, end="")
     if a.format == "csv":  # keep stdout machine-readable; the caveats still reach the reader

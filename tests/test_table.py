@@ -318,3 +318,16 @@ def test_split_columns_in_latex_csv_and_png(tmp_path, capsys):
 
     png = tmp_path / "t.png"
     assert run(capsys, runs, "--png", png)[0] == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merge_averages_across_a_key_and_says_so(tmp_path, capsys):
+    root = tmp_path / "m"
+    for seed, (sv, acc) in enumerate([(1000, 0.70), (1000, 0.72), (None, 0.80)]):
+        cfg = {"trainer": {"max_steps": 100}, "data": {"batch_size": 128, **({} if sv is None else {"src_val": sv})}}
+        write_record(root / f"r{seed}", rec("mnist_mnistm", "dann", seed, acc, config=cfg))
+    code, out, _ = run(capsys, root)
+    assert code == 0 and "mnist_mnistm [data.src_val=1000]" in out and "split by data.src_val" in out
+    code, out, _ = run(capsys, root, "--merge", "data.src_val")
+    header, rows = table_rows(out)
+    assert header[1:] == ["mnist_mnistm"] and rows["dann"]["mnist_mnistm"].startswith(".7400 ± ")
+    assert "runs that differ in data.src_val ARE averaged together" in out

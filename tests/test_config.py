@@ -74,3 +74,13 @@ def test_experiment_configs_compose_and_sweep_known_choices(experiment):
     if experiment.startswith("paper_table"):
         assert len(str(params.seed).split(",")) >= 3
         assert set(str(params.method).split(",")) == {"source_only", "sa", "dann", "target_only"}
+
+
+@pytest.mark.parametrize("arch,shape,k", [("mnist", (3, 32, 32), 10), ("svhn", (3, 32, 32), 10),
+                                          ("gtsrb", (3, 40, 40), 43)])
+def test_paper_networks_have_no_batch_norm_and_dropout_only_in_svhn(arch, shape, k):
+    """The paper's nets have no batch norm; only the SVHN net has dropout (PAPER.md's first pitfall)."""
+    nets = build_nets(arch, shape, k)
+    kinds = {type(m).__name__ for part in (nets.features, nets.classifier, nets.discriminator) for m in part.modules()}
+    assert not any("Norm" in n for n in kinds), kinds
+    assert ("Dropout" in kinds) == (arch == "svhn"), kinds

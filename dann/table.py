@@ -471,8 +471,12 @@ def save_png(t: Table, path: str | Path) -> Path:
         col = colours[i % len(colours)]
         xs = [j - 0.4 + (2 * i + 0.5) * width for j in range(len(pairs))]
         cells = [t.cells.get((p, m)) for p in pairs]
-        ax.bar(xs, [c.mean if c else 0 for c in cells], width, color=col, label=f"{m} (ours)",
-               yerr=[(c.std or 0) if c else 0 for c in cells], capsize=2)
+        have = [(x, c) for x, c in zip(xs, cells) if c]
+        ax.bar([x for x, _ in have], [c.mean for _, c in have], width, color=col, label=f"{m} (ours)",
+               yerr=[c.std or 0 for _, c in have], capsize=2)
+        for x, c in zip(xs, cells):  # a missing cell is written as such, never drawn as a zero bar
+            if not c:
+                ax.text(x, 0.01, "no runs", rotation=90, ha="center", va="bottom", fontsize=7, color=col)
         paper = [t.paper(p, m)[0] for p in pairs]
         if any(v is not None for v in paper):
             ax.bar([x + width for x in xs], [v or 0 for v in paper], width, color=col, alpha=0.35, hatch="//",

@@ -155,17 +155,18 @@ def save_png(s: Study, path: str | Path) -> Path:
     plt = pyplot()
 
     keys = list(s.groups)
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    cols = min(3, len(keys))
+    rows_n = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.5 * cols, 4 * rows_n), squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    for ax, key in zip(axes.flat, keys):
         rows = [r for r in s.groups[key] if r.picks]
         x = np.arange(len(rows))
         means = [statistics.fmean(r.picks) for r in rows]
         sds = [statistics.stdev(r.picks) if len(r.picks) > 1 else 0 for r in rows]
         bars = ax.bar(x, means, yerr=sds, capsize=3,
                       color=["#bbbbbb" if RULES[r.rule].oracle else "#4c72b0" for r in rows])
-        for b, r, m in zip(bars, rows, means):
-            if RULES[r.rule].oracle:
-                b.set_hatch("//")
         ax.set_xticks(x, [r.label.replace(" (target labels)", "\n(target labels)") for r in rows],
                       rotation=60, ha="right", fontsize=8)
         ax.set_title(f"{key[1]} on {key[0]} ({s.runs[key]} runs)", fontsize=10)
@@ -173,7 +174,9 @@ def save_png(s: Study, path: str | Path) -> Path:
         hi = max((m + e for m, e in zip(means, sds)), default=1)
         bottom = max(0.0, lo - 0.05)
         ax.set_ylim(bottom, min(1.0, hi + 0.03))  # each panel its own range
-        for b, r, m in zip(bars, rows, means):  # the value inside the bar's foot, clear of the error bar
+        for b, r, m in zip(bars, rows, means):  # oracle hatched; the value inside the bar's foot
+            if RULES[r.rule].oracle:
+                b.set_hatch("//")
             ax.text(b.get_x() + b.get_width() / 2, bottom, f" {m:.3f}".replace("0.", "."), rotation=90,
                     ha="center", va="bottom", fontsize=7, color="black" if RULES[r.rule].oracle else "white",
                     backgroundcolor="#bbbbbb" if RULES[r.rule].oracle else "none")

@@ -19,8 +19,6 @@ import torch
 from dann.plots import pyplot, save_fig
 
 
-
-
 @torch.no_grad()
 def extract_features(features: torch.nn.Module, split, max_n: int = 2000, seed: int = 0,
                      batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:

@@ -92,23 +92,18 @@ def _data(pair: str, synthetic: bool):
 class _StepTimer:
     """Wall time between step ``warmup`` and the last step, with a device sync at both ends."""
 
-    def __init__(self, warmup: int, speed: dict[str, Any] | None = None):
+    def __init__(self, warmup: int):
         import pytorch_lightning as pl
 
         timer = self
 
         class CB(pl.Callback):
             def setup(self, trainer, pl_module, stage):
-                # The speed options, if train() did not apply them itself (before the optimizer exists)
-                from dann.speed import apply_speed, speed_settings
+                # what train() applied of the speed options, for the record
+                from dann.speed import speed_settings
 
-                if stage != "fit" or timer.speed is not None:
-                    return
-                if speed_settings(pl_module) is not None:
-                    timer.speed = {**speed_settings(pl_module), "applied_by": "train"}
-                elif speed and (speed.get("compile") or speed.get("channels_last")):
-                    apply_speed(pl_module, **speed)
-                    timer.speed = {**speed_settings(pl_module), "applied_by": "bench"}
+                if stage == "fit":
+                    timer.speed = speed_settings(pl_module)
 
             def on_train_batch_start(self, trainer, *a):
                 if trainer.global_step == timer.warmup:
@@ -138,7 +133,7 @@ def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: li
                                f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
                                "trainer.enable_progress_bar=false", "+trainer.limit_val_batches=0", f"checkpoint.every_n_steps={steps}",
                                "checkpoint.keep=false", *extra])
-        timer = _StepTimer(warmup, _speed_cfg(cfg))
+        timer = _StepTimer(warmup)
         train(cfg, callbacks=[timer.callback])
     sec = (timer.t1 - timer.t0) / (steps - warmup)
     res = {"ms_per_step": 1000 * sec, "images_per_s": cfg.data.batch_size / sec, "peak_mb": _peak_mb(),
@@ -146,12 +141,6 @@ def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: li
     if timer.speed is not None:
         res["speed"] = timer.speed
     return res
-
-
-def _speed_cfg(cfg) -> dict[str, Any]:
-    """The ``speed:`` options of a composed config (off when the config has none)."""
-    sp = cfg.get("speed") or {}
-    return {"compile": sp.get("compile", False), "channels_last": bool(sp.get("channels_last", False))}
 
 
 def _speed_overrides(mode: str | None, channels_last: bool) -> list[str]:
@@ -219,9 +208,10 @@ def run_floor(pair: str, steps: int, warmup: int, synthetic: bool, extra: list[s
     dev = _device()
     cfg, dm, synth, xs, ys, xt = _in_memory(pair, synthetic, dev)
     n, opt = _nets(cfg, dm, dev)
-    speed = _speed_cfg(_pair_cfg(pair, list(extra))) if extra else None
+    from dann.speed import apply_speed, speed_options
+
+    speed = speed_options(_pair_cfg(pair, list(extra))) if extra else None
     if speed and (speed["compile"] or speed["channels_last"]):
-        from dann.speed import apply_speed
 
         apply_speed(n, **speed)
         if speed["channels_last"]:  # the batches too, once, as a data path would yield them

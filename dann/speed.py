@@ -145,6 +145,12 @@ def apply_speed(model, compile: str | bool | None = False, channels_last: bool =
     return model
 
 
+def speed_options(cfg) -> dict[str, Any]:
+    """The ``speed:`` options of a composed config as :func:`apply_speed` keywords (off when absent)."""
+    sp = cfg.get("speed") or {}
+    return {"compile": sp.get("compile", False), "channels_last": bool(sp.get("channels_last", False))}
+
+
 def speed_settings(model) -> dict[str, Any] | None:
     """What :func:`apply_speed` applied to ``model`` (None when it was not called)."""
     return getattr(model, "_dann_speed", None)

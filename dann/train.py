@@ -34,7 +34,7 @@ from dann.methods import METHODS, DAMethod
 from dann.models import build_nets
 from dann.pool import device_slot, pool_size
 from dann.results import git_commit, write_record
-from dann.speed import apply_speed
+from dann.speed import apply_speed, speed_options
 from dann.selection import SelectionProbe, final_scores, read_evaluations, select
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     dm = build_datamodule(cfg)
     dm.prepare()
     model = build_method(cfg, dm.input_shape, dm.num_classes)
-    sp = cfg.get("speed") or {}
-    apply_speed(model, compile=sp.get("compile", False), channels_last=bool(sp.get("channels_last", False)))
+    apply_speed(model, **speed_options(cfg))
     every = int(cfg.checkpoint.every_n_steps)
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     cbs = [

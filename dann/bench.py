@@ -208,17 +208,15 @@ def run_floor(pair: str, steps: int, warmup: int, synthetic: bool, extra: list[s
     dev = _device()
     cfg, dm, synth, xs, ys, xt = _in_memory(pair, synthetic, dev)
     n, opt = _nets(cfg, dm, dev)
-    from dann.speed import apply_speed, speed_options
+    from dann.speed import apply_speed, speed_options, speed_settings
 
-    speed = speed_options(_pair_cfg(pair, list(extra))) if extra else None
-    if speed and (speed["compile"] or speed["channels_last"]):
-
-        apply_speed(n, **speed)
-        if speed["channels_last"]:  # the batches too, once, as a data path would yield them
-            xs, xt = xs.contiguous(memory_format=torch.channels_last), xt.contiguous(memory_format=torch.channels_last)
+    # the framework's speed: options (its defaults, or the ones asked for), so the floor stays a floor
+    apply_speed(n, **speed_options(_pair_cfg(pair, list(extra))))
+    if speed_settings(n)["channels_last"]:  # the batches too, once, as a data path would yield them
+        xs, xt = xs.contiguous(memory_format=torch.channels_last), xt.contiguous(memory_format=torch.channels_last)
     sec = _time_random_batches(lambda i, j: _dann_step(n, opt, xs[i], ys[i], xt[j], 1.0), len(xs), len(xt),
                                steps, warmup, dev)
-    return _result(sec, synth, **({"speed": speed} if speed else {}))
+    return _result(sec, synth, speed=speed_settings(n))
 
 
 class _PerSample(torch.utils.data.Dataset):
@@ -310,6 +308,31 @@ def run_peer(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, A
     return _result(_time_random_batches(step, len(xs), len(xt), steps, warmup, dev), synth)
 
 
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def _ratio(rounds: list[dict[str, Any]], num: str, den: str) -> float | None:
+    rs = [r[num]["ms_per_step"] / r[den]["ms_per_step"] for r in rounds
+          if "ms_per_step" in r.get(num, {}) and "ms_per_step" in r.get(den, {})]
+    return _median(rs) if rs else None
+
+
+def _combine(rounds: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
+    """One result per loop from interleaved rounds: the median round of each loop (all rounds'
+    ms/step kept), and each ratio as the median of the per-round ratios (the loops of one round
+    ran minutes apart at most, so a slow spell of the machine cancels out)."""
+    r: dict[str, Any] = {}
+    for m in modes:
+        ok = sorted((x[m] for x in rounds if "ms_per_step" in x[m]), key=lambda v: v["ms_per_step"])
+        r[m] = dict(ok[(len(ok) - 1) // 2], ms_per_step_rounds=[x[m].get("ms_per_step") for x in rounds]) if ok \
+            else rounds[-1][m]
+    r["framework_over_floor"] = _ratio(rounds, "framework", "floor")
+    r["dataloader_over_framework"] = _ratio(rounds, "dataloader", "framework")
+    return r
+
+
 def _worker(argv: list[str]) -> None:
     mode, pair, steps, warmup, synthetic, workers = argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4] == "1", int(argv[5])
     extra = argv[6:]
@@ -349,9 +372,14 @@ def cli(argv: list[str] | None = None) -> int:
                          "reduce-overhead (CUDA graphs on GPU), max-autotune, max-autotune-no-cudagraphs")
     ap.add_argument("--channels-last", action="store_true",
                     help="NHWC weights and inputs for framework and floor (speed.channels_last)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds of all loops, interleaved; each loop reports its median round and the "
+                         "ratios are medians of the per-round ratios (use 3+ on a shared machine)")
     ap.add_argument("--out", default="bench.json")
     ap.add_argument("overrides", nargs="*", help="config overrides for the framework run (e.g. optim.fused=true)")
     a = ap.parse_args(argv)
+    if a.repeat < 1:
+        ap.error(f"--repeat {a.repeat}: give 1 or more rounds")
     if a.compile is not None:
         from dann.speed import compile_mode
 
@@ -366,14 +394,17 @@ def cli(argv: list[str] | None = None) -> int:
                            "torch": torch.__version__, "steps": a.steps, "warmup": a.warmup, "pairs": {}}
     if speed:
         res["speed"] = {"compile": a.compile or False, "channels_last": a.channels_last}
+    res["repeat"] = a.repeat
     rows = []
     for pair in a.pairs:
-        r = {m: _spawn(m, pair, a, [*a.overrides, *speed] if m == "framework" else speed if m == "floor" else [])
-             for m in modes}
+        rounds = []
+        for k in range(a.repeat):  # interleaved rounds: a drift of the machine's speed hits every loop alike
+            if a.repeat > 1:
+                print(f"[bench] {pair}: round {k + 1}/{a.repeat}", file=sys.stderr, flush=True)
+            rounds.append({m: _spawn(m, pair, a, [*a.overrides, *speed] if m == "framework" else
+                                     speed if m == "floor" else []) for m in modes})
+        r = _combine(rounds, modes)
         r["load_s"] = _spawn("load", pair, a, [])
-        fw, fl, dl = (r[m].get("ms_per_step") for m in ("framework", "floor", "dataloader"))
-        r["framework_over_floor"] = fw / fl if fw and fl else None
-        r["dataloader_over_framework"] = dl / fw if dl and fw else None
         res["pairs"][pair] = r
         for m in modes:
             v = r[m]
@@ -381,7 +412,8 @@ def cli(argv: list[str] | None = None) -> int:
                                                  if "ms_per_step" in v else f"{v.get('skipped') or v.get('error', '')[-120:]} | | |"))
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     sp = f", speed: compile={a.compile or 'off'} channels_last={a.channels_last} (framework, floor)" if speed else ""
-    print(f"device: {res['device']}, torch {res['torch']}, {a.steps} steps ({a.warmup} warm-up), batch 64+64{sp}\n")
+    rep = f", median of {a.repeat} interleaved rounds" if a.repeat > 1 else ""
+    print(f"device: {res['device']}, torch {res['torch']}, {a.steps} steps ({a.warmup} warm-up), batch 64+64{sp}{rep}\n")
     print("| pair | loop | ms/step | images/s | peak MB |\n|---|---|---|---|---|")
     print("\n".join(rows))
     print()

@@ -11,8 +11,10 @@ For each pair's network it measures, each in a fresh process (clean peak memory)
    already normalised in memory: the floor for this hardware.
 
 and the time to load each domain from its cache. ``--peer`` adds pytorch-adapt's DANN when
-that package is installed. Prints a table, writes JSON; the ratios are the headline, since
-absolute times on shared machines vary.
+that package is installed. Prints a table (ms/step, images/s, peak memory, and the system CPU
+time and minor page faults per step, which show memory handed back to the OS and faulted in
+again every step), writes JSON; the ratios are the headline, since absolute times on shared
+machines vary: ``--repeat 3`` interleaves rounds of all loops and takes medians.
 
     dann-bench --pairs mnist_mnistm --steps 300 --out bench.json
 
@@ -89,8 +91,28 @@ def _data(pair: str, synthetic: bool):
     return f"bench_{pair}_src", f"bench_{pair}_tgt", True
 
 
-class _StepTimer:
-    """Wall time between step ``warmup`` and the last step, with a device sync at both ends."""
+class _Window:
+    """Wall time, system CPU time and minor page faults of this process over the timed steps,
+    with a device sync at both ends (system time and faults show a step's hidden cost: memory
+    handed back to the OS and faulted in again, see :func:`dann.speed.keep_freed_memory`)."""
+
+    def start(self) -> None:
+        _sync()
+        self.t0, self.r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+
+    def stop(self) -> None:
+        _sync()
+        self.t1, self.r1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+
+    def result(self, steps: int, synth: bool, images_per_step: int = 128, **extra: Any) -> dict[str, Any]:
+        sec = (self.t1 - self.t0) / steps
+        return {"ms_per_step": 1000 * sec, "images_per_s": images_per_step / sec, "peak_mb": _peak_mb(),
+                "sys_ms_per_step": 1000 * (self.r1.ru_stime - self.r0.ru_stime) / steps,
+                "faults_per_step": (self.r1.ru_minflt - self.r0.ru_minflt) / steps, "synthetic_data": synth, **extra}
+
+
+class _StepTimer(_Window):
+    """The timed window of a Lightning run: from step ``warmup`` to the end of training."""
 
     def __init__(self, warmup: int):
         import pytorch_lightning as pl
@@ -107,14 +129,12 @@ class _StepTimer:
 
             def on_train_batch_start(self, trainer, *a):
                 if trainer.global_step == timer.warmup:
-                    _sync()
-                    timer.t0 = time.perf_counter()
+                    timer.start()
 
             def on_train_end(self, trainer, *a):
-                _sync()
-                timer.t1 = time.perf_counter()
+                timer.stop()
 
-        self.warmup, self.t0, self.t1, self.speed, self.callback = warmup, None, None, None, CB()
+        self.warmup, self.speed, self.callback = warmup, None, CB()
 
 
 def _sync() -> None:
@@ -135,9 +155,7 @@ def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: li
                                "checkpoint.keep=false", *extra])
         timer = _StepTimer(warmup)
         train(cfg, callbacks=[timer.callback])
-    sec = (timer.t1 - timer.t0) / (steps - warmup)
-    res = {"ms_per_step": 1000 * sec, "images_per_s": cfg.data.batch_size / sec, "peak_mb": _peak_mb(),
-           "synthetic_data": synth}
+    res = timer.result(steps - warmup, synth, cfg.data.batch_size)
     if timer.speed is not None:
         res["speed"] = timer.speed
     return res
@@ -188,20 +206,15 @@ def _in_memory(pair: str, synthetic: bool, dev: torch.device):
         dm.tgt_train.inputs(slice(None)).to(dev)
 
 
-def _time_random_batches(step, n_src: int, n_tgt: int, steps: int, warmup: int, dev: torch.device) -> float:
-    """Seconds per ``step(src_idx, tgt_idx)`` on random batches of 64 + 64, after ``warmup`` steps."""
+def _time_random_batches(step, n_src: int, n_tgt: int, steps: int, warmup: int, dev: torch.device) -> _Window:
+    """The timed window of ``step(src_idx, tgt_idx)`` on random batches of 64 + 64, after ``warmup`` steps."""
+    win = _Window()
     for k in range(steps):
         if k == warmup:
-            _sync()
-            t0 = time.perf_counter()
+            win.start()
         step(torch.randint(0, n_src, (64,), device=dev), torch.randint(0, n_tgt, (64,), device=dev))
-    _sync()
-    return (time.perf_counter() - t0) / (steps - warmup)
-
-
-def _result(sec: float, synth: bool, **extra: Any) -> dict[str, Any]:
-    return {"ms_per_step": 1000 * sec, "images_per_s": 128 / sec, "peak_mb": _peak_mb(), "synthetic_data": synth,
-            **extra}
+    win.stop()
+    return win
 
 
 def run_floor(pair: str, steps: int, warmup: int, synthetic: bool, extra: list[str] = ()) -> dict[str, Any]:
@@ -214,9 +227,9 @@ def run_floor(pair: str, steps: int, warmup: int, synthetic: bool, extra: list[s
     apply_speed(n, **speed_options(_pair_cfg(pair, list(extra))))
     if speed_settings(n)["channels_last"]:  # the batches too, once, as a data path would yield them
         xs, xt = xs.contiguous(memory_format=torch.channels_last), xt.contiguous(memory_format=torch.channels_last)
-    sec = _time_random_batches(lambda i, j: _dann_step(n, opt, xs[i], ys[i], xt[j], 1.0), len(xs), len(xt),
+    win = _time_random_batches(lambda i, j: _dann_step(n, opt, xs[i], ys[i], xt[j], 1.0), len(xs), len(xt),
                                steps, warmup, dev)
-    return _result(sec, synth, speed=speed_settings(n))
+    return win.result(steps - warmup, synth, speed=speed_settings(n))
 
 
 class _PerSample(torch.utils.data.Dataset):
@@ -248,11 +261,10 @@ def run_dataloader(pair: str, steps: int, warmup: int, synthetic: bool, workers:
     src, tgt = mk(dm.src_train), mk(dm.tgt_train)
     n, opt = _nets(cfg, dm, dev)
     it_s, it_t = iter(src), iter(tgt)
-    log = []
+    log, win = [], _Window()
     for k in range(steps):
         if k == warmup:
-            _sync()
-            t0 = time.perf_counter()
+            win.start()
         try:
             xs, ys = next(it_s)
         except StopIteration:
@@ -266,8 +278,8 @@ def run_dataloader(pair: str, steps: int, warmup: int, synthetic: bool, workers:
         loss = _dann_step(n, opt, xs.to(dev, non_blocking=True), ys.to(dev, non_blocking=True),
                           xt.to(dev, non_blocking=True), 1.0)
         log.append(loss.item())  # what a typical loop does to print its loss
-    _sync()
-    return _result((time.perf_counter() - t0) / (steps - warmup), synth, num_workers=workers)
+    win.stop()
+    return win.result(steps - warmup, synth, num_workers=workers)
 
 
 def run_load(pair: str) -> dict[str, Any]:
@@ -305,7 +317,7 @@ def run_peer(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, A
         hook({"G": G, "C": C, "D": D, "src_imgs": xs[i], "src_labels": ys[i], "target_imgs": xt[j],
               "src_domain": zeros, "target_domain": ones})
 
-    return _result(_time_random_batches(step, len(xs), len(xt), steps, warmup, dev), synth)
+    return _time_random_batches(step, len(xs), len(xt), steps, warmup, dev).result(steps - warmup, synth)
 
 
 def _median(xs: list[float]) -> float:
@@ -408,13 +420,14 @@ def cli(argv: list[str] | None = None) -> int:
         res["pairs"][pair] = r
         for m in modes:
             v = r[m]
-            rows.append(f"| {pair} | {m} | " + (f"{v['ms_per_step']:.1f} | {v['images_per_s']:.0f} | {v['peak_mb']:.0f} |"
-                                                 if "ms_per_step" in v else f"{v.get('skipped') or v.get('error', '')[-120:]} | | |"))
+            rows.append(f"| {pair} | {m} | " + (f"{v['ms_per_step']:.1f} | {v['images_per_s']:.0f} | {v['peak_mb']:.0f} | "
+                                                 f"{v['sys_ms_per_step']:.1f} | {v['faults_per_step']:.0f} |"
+                                                 if "ms_per_step" in v else f"{v.get('skipped') or v.get('error', '')[-120:]} | | | | |"))
     Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     sp = f", speed: compile={a.compile or 'off'} channels_last={a.channels_last} (framework, floor)" if speed else ""
     rep = f", median of {a.repeat} interleaved rounds" if a.repeat > 1 else ""
     print(f"device: {res['device']}, torch {res['torch']}, {a.steps} steps ({a.warmup} warm-up), batch 64+64{sp}{rep}\n")
-    print("| pair | loop | ms/step | images/s | peak MB |\n|---|---|---|---|---|")
+    print("| pair | loop | ms/step | images/s | peak MB | system ms/step | page faults/step |\n|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     print()
     for pair, r in res["pairs"].items():

@@ -1,8 +1,11 @@
-"""Callbacks that keep long sweeps safe: a non-finite-loss guard, RNG state in checkpoints,
-and a checkpoint on SIGTERM/SIGINT so a pre-empted run resumes where it stopped."""
+"""Callbacks that keep long sweeps safe: a non-finite-loss guard, a watch for a classifier that
+collapses to chance, RNG state in checkpoints, and a checkpoint on SIGTERM/SIGINT so a
+pre-empted run resumes where it stopped."""
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 import signal
 from pathlib import Path
@@ -50,6 +53,45 @@ class FiniteLossGuard(pl.Callback):
         s = trainer.global_step
         if s % self.check_every == 0 or s % self.ckpt_every == 0 or s >= trainer.max_steps or signalled(trainer):
             self.check(trainer, module)
+
+
+class CollapseWatch(pl.Callback):
+    """Flag a run whose label classifier falls back to chance after it had learnt.
+
+    DANN's adversarial game can diverge late in training: a loss spike kills the classifier's
+    ReLUs and its source loss sits at ln(K) for good (seen here once: DANN seed 0 on MNIST-M with
+    speed.channels_last=true, at step 10,599 of 15,000). The run still finishes, so nothing else would say so.
+    On logging steps this reads ``train/cls`` (no extra host sync: logging reads it anyway); once
+    it has been below ``learnt`` x ln(K) and then reaches ``chance`` x ln(K), the step is kept as
+    :attr:`collapsed_at_step` (it goes into the results record) and a warning names it.
+    """
+
+    def __init__(self, num_classes: int, learnt: float = 0.5, chance: float = 0.9):
+        self.ln_k, self.learnt, self.chance = math.log(max(num_classes, 2)), learnt, chance
+        self.best: float | None = None
+        self.collapsed_at_step: int | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "collapsed_at_step": self.collapsed_at_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.collapsed_at_step = state.get("best"), state.get("collapsed_at_step")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.collapsed_at_step is not None or trainer.global_step % max(trainer.log_every_n_steps, 1):
+            return  # only where the step just logged (global_step has moved past it)
+        v = trainer.callback_metrics.get("train/cls")
+        if v is None:
+            return
+        v = float(v)
+        self.best = v if self.best is None else min(self.best, v)
+        if self.best <= self.learnt * self.ln_k and v >= self.chance * self.ln_k:
+            self.collapsed_at_step = int(trainer.global_step)
+            logging.getLogger(__name__).warning(
+                "the label classifier collapsed to chance at step %d: train/cls %.3f (ln K = %.3f) after it had "
+                "reached %.3f. The final accuracy is not that of a trained model; the record says "
+                "collapsed_at_step. Try another seed, a lower optim.lr, or +trainer.gradient_clip_val=...",
+                self.collapsed_at_step, v, self.ln_k, self.best)
 
 
 class RNGState(pl.Callback):

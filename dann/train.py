@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from dann.callbacks import LAST_CKPT, FiniteLossGuard, RNGState, SaveOnSignal, signalled
+from dann.callbacks import LAST_CKPT, CollapseWatch, FiniteLossGuard, RNGState, SaveOnSignal, signalled
 from dann.config import validate
 from dann.data import DomainPairDataModule
 from dann.data.custom import register_custom_domains
@@ -170,8 +170,10 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     apply_speed(model, **speed_options(cfg))
     every = int(cfg.checkpoint.every_n_steps)
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    collapse = CollapseWatch(dm.num_classes)
     cbs = [
         FiniteLossGuard(tcfg.get("log_every_n_steps", 50), every, ckpt_dir),
+        collapse,
         SaveOnSignal(ckpt_dir),
         RNGState(),
         # last.ckpt always; with checkpoint.keep_all also step=NNNNNN.ckpt for every checkpointed step
@@ -197,7 +199,8 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             metrics.update(final_scores(read_evaluations(out)))
             selected = selected_model(cfg, out)
         record = _record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
-                         resumed_from=ckpt_path, selected=selected, **model.record_extras())
+                         resumed_from=ckpt_path, selected=selected, collapsed_at_step=collapse.collapsed_at_step,
+                         **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)
             if not cfg.checkpoint.keep:

@@ -107,3 +107,29 @@ def test_truncated_record_is_reported_not_read(tmp_path):
     (tmp_path / "cut" / "results.json").write_text(text[: len(text) // 2])
     good, bad = read_records(tmp_path)
     assert len(good) == 1 and len(bad) == 1 and bad[0][0].parent.name == "cut"
+
+
+class KillFeaturesAt(pl.Callback):
+    """At step ``k`` saturate every hidden unit of the (two-moons) feature layer: the classifier
+    is left with a constant input, as after the loss spike of a diverged DANN run."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def on_train_batch_end(self, trainer, module, *args):
+        if trainer.global_step == self.k:
+            with torch.no_grad():
+                lin = module.features[1]
+                lin.weight.zero_()
+                lin.bias.fill_(-100.0)  # sigmoid(-100): 0, and no gradient to bring it back
+
+
+def test_collapse_to_chance_is_flagged_in_the_record(tmp_path, caplog):
+    ok = train(make_cfg(tmp_path / "ok", *SHORT))
+    assert ok["collapsed_at_step"] is None and ok["status"] == "finished"
+    with caplog.at_level("WARNING", logger="dann.callbacks"):
+        bad = train(make_cfg(tmp_path / "bad", *SHORT), callbacks=[KillFeaturesAt(120)])
+    assert bad["status"] == "finished" and 120 < bad["collapsed_at_step"] <= 200, bad["collapsed_at_step"]
+    assert bad["metrics"]["test/src_acc"] < 0.75  # chance is .5: the flag is about a real collapse
+    assert f"collapsed to chance at step {bad['collapsed_at_step']}" in caplog.text
+    assert json.loads((tmp_path / "bad" / "results.json").read_text())["collapsed_at_step"] == bad["collapsed_at_step"]

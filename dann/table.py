@@ -117,6 +117,7 @@ class Table:
     rows: dict[str, Row] = field(default_factory=dict)  # label -> Row (labels without one: methods)
     splits: list[str] = field(default_factory=list)  # "mnist_mnistm split by trainer.max_steps (8000, 15000)"
     merged: list[str] = field(default_factory=list)  # keys the user chose to average across (--merge)
+    collapsed: list[tuple[str, int]] = field(default_factory=list)  # averaged runs whose classifier collapsed: (path, step)
 
     def column(self, label: str) -> Column:
         return self.columns.get(label) or Column(label)
@@ -334,6 +335,8 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
         runs.append(Run(r, float(v), protocol(r, merge)))
     t = Table(metric, {}, failed, list(unreadable), skipped)
     t.merged = list(merge)
+    t.collapsed = [(r.record.get("_path", "?"), r.record["collapsed_at_step"]) for r in runs
+                   if r.record.get("collapsed_at_step") is not None]
     for pair in sorted({r.pair for r in runs}):
         columns, note = split([r for r in runs if r.pair == pair], lambda k: not is_method_option(k), pair)
         t.splits += note
@@ -398,6 +401,10 @@ def notes(t: Table) -> list[str]:
                + ".")
     if t.duplicates():
         out.append("Warning: repeated seeds averaged as separate runs: " + "; ".join(t.duplicates()))
+    if t.collapsed:
+        out.append(f"Runs whose label classifier collapsed to chance during training (averaged: their last step is "
+                   f"what they produced): {len(t.collapsed)}")
+        out += [f"- {p}: at step {step}" for p, step in t.collapsed]
     if t.failed:
         out.append(f"Failed or unfinished runs (not averaged): {len(t.failed)}")
         out += [f"- {r.get('_path', '?')}: status {r['status']}" + (f", error: {r['error']}" if r.get("error") else "")

@@ -161,6 +161,17 @@ def test_repeated_seeds_are_flagged(runs, capsys):
     assert "repeated seeds" in md and "dann on moons: seeds [0, 0, 1]" in md
 
 
+def test_collapsed_runs_are_averaged_and_named(tmp_path, capsys):
+    root = tmp_path / "sweep"
+    write_record(root / "ok", rec("moons", "dann", 0, 0.9, collapsed_at_step=None))
+    write_record(root / "bad", rec("moons", "dann", 1, 0.5, collapsed_at_step=1234))
+    _, md, _ = run(capsys, root)
+    _, rows = table_rows(md)
+    assert rows["dann"]["moons"].startswith(".7000 ± ")  # last-step reporting keeps the run in the mean
+    assert "collapsed to chance during training (averaged: their last step is what they produced): 1" in md
+    assert "bad/results.json: at step 1234" in md and "ok/results.json: at step" not in md
+
+
 def test_no_readable_records_is_an_error(tmp_path, capsys):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.json").write_text("{not json")

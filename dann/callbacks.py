@@ -60,8 +60,8 @@ class CollapseWatch(pl.Callback):
 
     DANN's adversarial game can diverge late in training: a loss spike kills the classifier's
     ReLUs and its source loss sits at ln(K) for good (seen here once: DANN seed 0 on MNIST-M with
-    speed.channels_last=true, at step 10,599 of 15,000). The run still finishes, so nothing else would say so.
-    On logging steps this reads ``train/cls`` (no extra host sync: logging reads it anyway); once
+    speed.channels_last=true, at step 10,599 of 15,000). The run still finishes, so nothing else
+    would say so. On logging steps this reads ``train/cls`` (no extra host sync: logging reads it anyway); once
     it has been below ``learnt`` x ln(K) and then reaches ``chance`` x ln(K), the step is kept as
     :attr:`collapsed_at_step` (it goes into the results record) and a warning names it.
     """

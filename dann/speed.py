@@ -10,10 +10,10 @@
   for the next step instead of handing it back to the OS (glibc ``mallopt``; see
   :func:`keep_freed_memory`). It changes no number, only the system time of a CPU step.
 
-Neither changes what is computed beyond float rounding (tests/test_speed.py). Both are off by
-default, so results stay bit-identical to earlier runs. On a 2-core CPU (MNIST net, 64+64)
-compile was slower per step and channels_last faster; measure with ``dann-bench --compile MODE``
-/ ``--channels-last``. The GRL and the losses stay eager, outside the compiled graphs; only the
+compile and channels_last change what is computed only by float rounding (tests/test_speed.py);
+both are off by default, so results stay bit-identical to earlier runs. On a 2-core CPU (MNIST
+net, 64+64) compile was slower per step and channels_last faster; measure with ``dann-bench
+--compile MODE`` / ``--channels-last``. The GRL and the losses stay eager, outside the compiled graphs; only the
 three networks are compiled.
 
 Compilation is done in place with :meth:`torch.nn.Module.compile`, so the modules stay the same

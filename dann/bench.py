@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -320,15 +321,10 @@ def run_peer(pair: str, steps: int, warmup: int, synthetic: bool) -> dict[str, A
     return _time_random_batches(step, len(xs), len(xt), steps, warmup, dev).result(steps - warmup, synth)
 
 
-def _median(xs: list[float]) -> float:
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
-
 def _ratio(rounds: list[dict[str, Any]], num: str, den: str) -> float | None:
     rs = [r[num]["ms_per_step"] / r[den]["ms_per_step"] for r in rounds
           if "ms_per_step" in r.get(num, {}) and "ms_per_step" in r.get(den, {})]
-    return _median(rs) if rs else None
+    return statistics.median(rs) if rs else None
 
 
 def _combine(rounds: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:

@@ -117,7 +117,8 @@ class Table:
     rows: dict[str, Row] = field(default_factory=dict)  # label -> Row (labels without one: methods)
     splits: list[str] = field(default_factory=list)  # "mnist_mnistm split by trainer.max_steps (8000, 15000)"
     merged: list[str] = field(default_factory=list)  # keys the user chose to average across (--merge)
-    collapsed: list[tuple[str, int]] = field(default_factory=list)  # averaged runs whose classifier collapsed: (path, step)
+    # averaged runs whose classifier collapsed to chance: (record path, step)
+    collapsed: list[tuple[str, int]] = field(default_factory=list)
 
     def column(self, label: str) -> Column:
         return self.columns.get(label) or Column(label)

@@ -370,8 +370,8 @@ def cli(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dann-bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", nargs="+", default=list(PAIRS), help="one pair per network (default: one per paper net)")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=50)
+    ap.add_argument("--steps", type=int, default=300, help="steps of each loop, the warm-up included")
+    ap.add_argument("--warmup", type=int, default=50, help="first steps of each loop, not timed")
     ap.add_argument("--workers", type=int, default=2, help="DataLoader workers of the plain loop")
     ap.add_argument("--synthetic", action="store_true", help="random images of the pair's shape instead of real data")
     ap.add_argument("--peer", action="store_true", help="also pytorch-adapt's DANN, when installed")
@@ -388,6 +388,9 @@ def cli(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.repeat < 1:
         ap.error(f"--repeat {a.repeat}: give 1 or more rounds")
+    if a.warmup < 0 or a.steps <= a.warmup:
+        ap.error(f"--steps {a.steps} --warmup {a.warmup}: --steps counts the warm-up steps, so it must be "
+                 f"larger than --warmup (>= 0); e.g. --steps {max(a.warmup, 0) + 250} --warmup {max(a.warmup, 0)}")
     if a.compile is not None:
         from dann.speed import compile_mode
 

@@ -31,6 +31,15 @@ def test_bad_repeat_is_refused(capsys):
     assert "--repeat 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("steps, warmup", [(5, 50), (50, 50), (10, -1)])
+def test_steps_not_beyond_the_warmup_are_refused(capsys, steps, warmup):
+    """--steps counts the warm-up: a window that never opens used to end in an AttributeError."""
+    with pytest.raises(SystemExit):
+        bench.cli(["--steps", str(steps), "--warmup", str(warmup)])
+    err = capsys.readouterr().err
+    assert f"--steps {steps} --warmup {warmup}" in err and "counts the warm-up" in err
+
+
 @pytest.mark.slow
 def test_bench_end_to_end_on_random_images(tmp_path, monkeypatch):
     monkeypatch.setenv("DANN_DATA_DIR", str(tmp_path / "data"))

@@ -13,6 +13,7 @@ from conftest import make_cfg
 from dann.config import ConfigError
 from dann.methods import DANN
 from dann.results import read_records
+from dann.callbacks import CollapseWatch
 from dann.train import train
 
 SHORT = ["method=dann", "trainer.max_steps=200", "trainer.val_check_interval=100", "checkpoint.every_n_steps=50",
@@ -133,3 +134,39 @@ def test_collapse_to_chance_is_flagged_in_the_record(tmp_path, caplog):
     assert bad["metrics"]["test/src_acc"] < 0.75  # chance is .5: the flag is about a real collapse
     assert f"collapsed to chance at step {bad['collapsed_at_step']}" in caplog.text
     assert json.loads((tmp_path / "bad" / "results.json").read_text())["collapsed_at_step"] == bad["collapsed_at_step"]
+
+
+def watch_over(losses, **kw):
+    """CollapseWatch fed one logged label loss per 50 steps (10 classes: ln K = 2.303)."""
+    w = CollapseWatch(10, **kw)
+    for i, v in enumerate(losses):
+        w.observe(50 * (i + 1), v)
+    return w
+
+
+def test_a_spike_that_training_recovers_from_is_not_a_collapse():
+    # the 28 px DANN seed 1 run: 4.41 once at step 5,200 (here: step 250), learnt again 50 steps later
+    w = watch_over([2.3, 0.5, 0.1, 0.05, 4.41, 0.22, 0.09, 3.0, 2.9, 0.1])
+    w.finish(0.1)
+    assert w.collapsed_at_step is None
+
+
+def test_a_loss_that_stays_at_chance_is_a_collapse_from_its_first_step():
+    w = watch_over([2.3, 0.5, 0.05, 0.04, 2.30, 2.31, 2.30, 2.30, 2.30, 2.30])
+    assert w.collapsed_at_step == 250
+    late = watch_over([2.3, 0.1, 0.05, 2.30, 2.31])  # still at chance when training ends: flagged there
+    assert late.collapsed_at_step is None
+    late.finish(2.31)
+    assert late.collapsed_at_step == 200
+    never_learnt = watch_over([2.3] * 10)  # at chance from the start: untrained, not collapsed
+    never_learnt.finish(2.3)
+    assert never_learnt.collapsed_at_step is None
+
+
+def test_collapse_watch_state_survives_a_resume():
+    w = watch_over([0.1, 2.3, 2.3])
+    resumed = CollapseWatch(10)
+    resumed.load_state_dict(w.state_dict())
+    for step in (200, 250, 300):
+        resumed.observe(step, 2.3)
+    assert resumed.collapsed_at_step == 100

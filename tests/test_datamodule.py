@@ -81,3 +81,13 @@ def test_harmonise_pad_keeps_pixel_scale():
     assert torch.equal(y[:, 0, 2:30, 2:30], x[:, 0]) and y[:, :, :2].sum() == 0 and y[:, :, :, 30:].sum() == 0
     with pytest.raises(ValueError, match="pair.fit='crop' is unknown"):
         harmonise(x, 3, 32, fit="crop")
+
+
+def test_harmonise_pad_centre_crops_larger_images_back_to_the_padded_frame():
+    """MNIST-M's 32 px images are MNIST's 28 px digits padded by 2: at 28 px, pad crops that frame back."""
+    x = torch.randint(1, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    padded = harmonise(x, 3, 32, fit="pad")
+    assert torch.equal(harmonise(padded, 3, 28, fit="pad"), x.expand(-1, 3, -1, -1))
+    wide = torch.randint(0, 256, (1, 3, 24, 40), dtype=torch.uint8)  # one side padded, the other cropped
+    y = harmonise(wide, 3, 32, fit="pad")
+    assert y.shape == (1, 3, 32, 32) and torch.equal(y[:, :, 4:28], wide[:, :, :, 4:36]) and y[:, :, :4].sum() == 0

@@ -35,8 +35,9 @@ def harmonise(x: torch.Tensor, channels: int | None, size: int | None, chunk: in
 
     Grey images are replicated to three channels. Other sizes are, with ``fit="resize"``,
     resized bilinearly with antialiasing (what torchvision's ``Resize`` does) and rounded back
-    to uint8; with ``fit="pad"``, smaller images are centred on a black canvas, so the object
-    keeps its pixel scale (MNIST-M was made from MNIST digits padded 28 -> 32, not resized).
+    to uint8; with ``fit="pad"`` the object keeps its pixel scale: a smaller side is centred on
+    a black canvas, a larger one centre-cropped (MNIST-M was made from MNIST digits padded
+    28 -> 32, not resized, so at 28 px the crop gives back MNIST's frame exactly).
     """
     if fit not in FITS:
         raise ValueError(f"pair.fit={fit!r} is unknown; allowed: {', '.join(FITS)}")
@@ -49,9 +50,12 @@ def harmonise(x: torch.Tensor, channels: int | None, size: int | None, chunk: in
             raise ValueError(f"cannot convert {x.shape[1]}-channel images to {channels} channels")
     h, w = x.shape[-2:]
     if size and (h, w) != (size, size):
-        if fit == "pad" and h <= size and w <= size:
-            top, left = (size - h) // 2, (size - w) // 2
-            x = F.pad(x, (left, size - w - left, top, size - h - top))
+        if fit == "pad":
+            ph, pw = max(size - h, 0), max(size - w, 0)
+            if ph or pw:
+                x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+            top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+            x = x[..., top:top + size, left:left + size]
         else:
             x = torch.cat([
                 F.interpolate(x[i:i + chunk].float(), size=(size, size), mode="bilinear",

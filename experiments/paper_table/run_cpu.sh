@@ -38,8 +38,18 @@ run regen_target_only_s0 mnist_mnistm_regen target_only 0
 # the table's directory: it is another protocol)
 table_out=$out; out=${table_out}_checks; mkdir -p $out
 run source_only_resize_s0 mnist_mnistm source_only 0 pair.fit=resize &
-run source_only_28px_s0 mnist_mnistm source_only 0 pair.image_size=28 pair.fit=resize &
+run source_only_28px_resize_s0 mnist_mnistm source_only 0 pair.image_size=28 pair.fit=resize &
 wait
+# session 6: the rest of the 28 px column. First with MNIST-M resized 32->28 (as the source-only
+# check above: its digits end up 14% smaller than MNIST's), then with MNIST-M centre-cropped to
+# 28 (pair.fit=pad: the crop gives MNIST's frame back exactly, commit c54b818)
+for s in 0 1 2; do run dann_28px_resize_s$s mnist_mnistm dann $s pair.image_size=28 pair.fit=resize & done
+run target_only_28px_resize_s0 mnist_mnistm target_only 0 pair.image_size=28 pair.fit=resize &
+wait
+for s in 0 1 2; do run dann_28px_crop_s$s mnist_mnistm dann $s pair.image_size=28 & done
+run source_only_28px_crop_s0 mnist_mnistm source_only 0 pair.image_size=28
+wait
+run sa_28px_crop_s0 mnist_mnistm sa 0 pair.image_size=28 resume=$out/source_only_28px_crop_s0/checkpoints/last.ckpt
 out=$table_out
 dann-table $out --merge data.src_val --out table.md --png table.png
 dann-table $out --merge data.src_val --format latex --out table.tex

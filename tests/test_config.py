@@ -84,3 +84,8 @@ def test_paper_networks_have_no_batch_norm_and_dropout_only_in_svhn(arch, shape,
     kinds = {type(m).__name__ for part in (nets.features, nets.classifier, nets.discriminator) for m in part.modules()}
     assert not any("Norm" in n for n in kinds), kinds
     assert ("Dropout" in kinds) == (arch == "svhn"), kinds
+
+
+def test_mnist_net_at_28px_has_the_papers_768_features():
+    """The 28x28 variant PAPER.md names (pair.image_size=28): conv5 24 -> pool 12 -> conv5 8 -> pool 4: 48*4*4."""
+    assert build_nets("mnist", (3, 28, 28), 10).feature_dim == 768

@@ -54,3 +54,14 @@ out=$table_out
 dann-table $out --merge data.src_val --out table.md --png table.png
 dann-table $out --merge data.src_val --format latex --out table.tex
 dann-table $out --selection-study --out ../model_selection/study.md --png ../model_selection/study.png
+# session 6: SynSigns->GTSRB, short runs (2,000 steps; the table's protocol is 15,000), our
+# generated SynSigns, and with half its backgrounds cut from BSDS500 photos; one 6,000-step
+# source-only run for the length of the curve (README "SynSigns -> GTSRB: short runs")
+out=${table_out}_gtsrb_short; mkdir -p $out
+short="trainer.max_steps=2000 speed.channels_last=true"
+for m in source_only dann target_only; do run ${m}_2k_s0 synsigns_gen_gtsrb $m 0 $short & done
+wait
+run source_only_photo_2k_s0 synsigns_gen_gtsrb source_only 0 $short pair.source=syn_signs_gen_photo &
+run dann_photo_2k_s0 synsigns_gen_gtsrb dann 0 $short pair.source=syn_signs_gen_photo &
+run source_only_6k_s0 synsigns_gen_gtsrb source_only 0 trainer.max_steps=6000 speed.channels_last=true &
+wait

@@ -108,7 +108,7 @@ class CollapseWatch(pl.Callback):
             self.collapsed_at_step, "?" if v is None else f"{v:.3f}", self.ln_k, len(self.streak), self.best)
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        if self.collapsed_at_step is not None or trainer.global_step % max(trainer.log_every_n_steps, 1):
+        if trainer.global_step % max(trainer.log_every_n_steps, 1):
             return  # only where the step just logged (global_step has moved past it)
         v = trainer.callback_metrics.get("train/cls")
         if v is not None:

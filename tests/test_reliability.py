@@ -10,10 +10,10 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import make_cfg
+from dann.callbacks import CollapseWatch
 from dann.config import ConfigError
 from dann.methods import DANN
 from dann.results import read_records
-from dann.callbacks import CollapseWatch
 from dann.train import train
 
 SHORT = ["method=dann", "trainer.max_steps=200", "trainer.val_check_interval=100", "checkpoint.every_n_steps=50",

@@ -32,9 +32,10 @@ export PYTHONPATH="$PWD:/tmp/site${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # the caches go to $work (outside the working tree, which each call replaces): a second call on
 # the still-warm machine finds them there
 export DANN_DATA_DIR=${DANN_DATA_DIR:-$work/data}
+# the overrides of a run N steps long, evaluated and checkpointed once, at its end
+length() { echo "trainer.max_steps=$1 checkpoint.every_n_steps=$1 trainer.val_check_interval=$1"; }
 steps=()
-[ -n "${GPU_CHECK_STEPS:-}" ] && steps=("trainer.max_steps=$GPU_CHECK_STEPS" "checkpoint.every_n_steps=$GPU_CHECK_STEPS"
-                                         "trainer.val_check_interval=$GPU_CHECK_STEPS")
+[ -n "${GPU_CHECK_STEPS:-}" ] && read -ra steps <<< "$(length "$GPU_CHECK_STEPS")"
 log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$out/summary.txt"; }
 secs() { python3 -c "import time; print(f'{time.time() - $1:.1f}')"; }
 now() { python3 -c "import time; print(time.time())"; }
@@ -96,8 +97,7 @@ stage_kstudy() {
     for k in 1 2 4 8; do
         local t; t=$(now)
         train -m pair=mnist_mnistm_regen method=dann seed=0,1,2,3,4,5,6,7 hydra/launcher=gpus pool.per_gpu="$k" \
-            hydra.sweep.dir="$work/k$k" trainer.max_steps="$s" checkpoint.every_n_steps="$s" \
-            trainer.val_check_interval="$s" probe.enabled=false >> "$out/logs.txt" 2>&1
+            hydra.sweep.dir="$work/k$k" $(length "$s") probe.enabled=false >> "$out/logs.txt" 2>&1
         local rc=$? w; w=$(secs "$t")
         echo "K=$k rc=$rc wall=${w}s images/s=$(python3 -c "print(f'{8 * $s * 128 / $w:.0f}')")" | tee -a "$out/kstudy.txt"
     done

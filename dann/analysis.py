@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dann.plots import pyplot, save_fig
+from dann.speed import one_blas_thread
 
 
 @torch.no_grad()
@@ -34,6 +35,7 @@ def extract_features(features: torch.nn.Module, split, max_n: int = 2000, seed: 
     return torch.cat(out).numpy(), split.y[idx.to(split.y.device)].cpu().numpy()
 
 
+@one_blas_thread
 def proxy_a_distance(fs: np.ndarray, ft: np.ndarray, seed: int = 0) -> float:
     """``2 (1 - 2 err)`` of a linear domain classifier trained on half of a balanced sample
     of source and target features and tested on the other half."""

@@ -52,6 +52,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from dann.speed import one_blas_thread
+
 log = logging.getLogger(__name__)
 
 EVALS_FILE = "evaluations.jsonl"
@@ -91,6 +93,7 @@ def _standardised(*xs: np.ndarray) -> list[np.ndarray]:
     return [(x - mu) / sd for x in xs]
 
 
+@one_blas_thread
 def density_ratio(f_src: np.ndarray, f_tgt: np.ndarray, f_eval: np.ndarray, seed: int = 0) -> np.ndarray:
     """``w(x) = p_t(x) / p_s(x)`` at ``f_eval``, from a logistic domain classifier (You et al. 2019)."""
     from sklearn.linear_model import LogisticRegression
@@ -110,6 +113,7 @@ def dev_risk(val_losses: np.ndarray, weights: np.ndarray) -> float:
     return float(wl.mean() + eta * weights.mean() - eta)
 
 
+@one_blas_thread
 def reverse_validation(f_tgt: np.ndarray, pseudo: np.ndarray, f_src_val: np.ndarray, y_src_val: np.ndarray,
                        seed: int = 0) -> float:
     """Accuracy on the source validation split of a classifier trained on pseudo-labelled target."""

@@ -156,3 +156,29 @@ def test_keep_memory_is_on_by_default_recorded_and_warns_where_unavailable(monke
     with pytest.warns(UserWarning, match="speed.keep_freed_memory: keep_freed_memory needs Linux.*going on without it"):
         apply_speed(m, keep_memory=True)
     assert speed_settings(m)["keep_freed_memory"] is False
+
+
+def test_one_blas_thread_holds_blas_to_one_thread_and_restores():
+    """The small logistic regressions run with one BLAS thread (16 threads on a busy or
+    over-reported machine made a lone GPU run 4x slower), and the caller's setting comes back."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads():
+        return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen = []
+    f = speed.one_blas_thread(lambda x: seen.append(blas_threads()) or x + 1)
+    with threadpool_limits(limits=3, user_api="blas"):
+        assert f(1) == 2
+        after = blas_threads()
+    assert seen == [{1}], seen
+    assert after == {3}
+
+
+def test_the_logistic_regression_fits_are_held_to_one_blas_thread():
+    from dann.analysis import proxy_a_distance
+    from dann.methods.sa import fit_linear
+    from dann.selection import density_ratio, reverse_validation
+
+    for fn in (density_ratio, reverse_validation, fit_linear, proxy_a_distance):
+        assert getattr(fn, "__wrapped__", None) is not None, f"{fn.__name__} is not wrapped by one_blas_thread"

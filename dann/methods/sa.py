@@ -38,6 +38,7 @@ from torch import nn
 from dann.data.datamodule import DeviceSplit
 from dann.methods.base import DOMAINS
 from dann.methods.source_only import SourceOnly
+from dann.speed import one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ def fit_alignment(xs: np.ndarray, xt: np.ndarray, max_dim: int, standardize: boo
     return Alignment(mu_s, sd_s, mu_t, sd_t, pca_basis((xs - mu_s) / sd_s, d), pca_basis((xt - mu_t) / sd_t, d))
 
 
+@one_blas_thread
 def fit_linear(z: np.ndarray, y: np.ndarray) -> LogisticRegression:
     """The linear classifier of SA: L2-regularised multinomial logistic regression (L-BFGS)."""
     return LogisticRegression(C=1.0, max_iter=2000).fit(z, y)

@@ -2,10 +2,13 @@
 # The GPU measurements issue #5 asks for (and the GPU sweep of #4's MNIST column), prepared for
 # a short device lease (this project's: 15 minutes of device time, 10 minutes a command).
 # Prepare HERE with gpu_prepare.sh, then run THERE from the repository root, carrying ".whl"
-# and ".carry", in two calls on the same warm machine (the second finds the caches in /tmp):
+# and ".carry", in calls on the same warm machine (a later call finds the caches in /tmp).
+# Measured on one H200 (session 7): setup 30 s, sweep (K=6) 200 s, eager bench ~60 s, the
+# CUDA-graph bench over 80 s (cut there), run 362 s (a BLAS-thread stall, fixed in 117b71b; the
+# sweep's DANN runs, spared it by the pool, took ~90 s each). What that lease left undone, in one call:
 #
-#   bash experiments/benchmarks/gpu_check.sh "$OUT" "setup bench"
-#   bash experiments/benchmarks/gpu_check.sh "$OUT" "setup run sweep"
+#   bash experiments/benchmarks/gpu_check.sh "$OUT" "setup bench run kstudy"
+#   K=6 bash experiments/benchmarks/gpu_check.sh "$OUT" "setup sweep"       # done: 197 s
 #
 # STAGES (default "setup bench run sweep"):
 #   setup   install the carried wheels in /tmp/site, regenerate MNIST-M (Ganin's release is

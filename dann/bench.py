@@ -3,7 +3,9 @@
 For each pair's network it measures, each in a fresh process (clean peak memory):
 
 1. ``framework``: ``train(cfg)`` as a user runs it (Lightning, the tensor data path, logging
-   every 50 steps, checkpoints, validation off during the timed window);
+   every 50 steps, checkpoints, validation off during the timed window), and after it the time
+   of one evaluation as a run makes it every ``trainer.val_check_interval`` steps (``eval_s``:
+   test accuracies and the label-free selection scores);
 2. ``dataloader``: a plain PyTorch loop with torchvision-style per-sample transforms and
    ``torch.utils.data.DataLoader`` (the way most published DANN code trains), ``.item()``
    every step for its log;
@@ -132,10 +134,18 @@ class _StepTimer(_Window):
                 if trainer.global_step == timer.warmup:
                     timer.start()
 
-            def on_train_end(self, trainer, *a):
+            def on_train_end(self, trainer, pl_module):
                 timer.stop()
+                # one evaluation as a run makes it at every trainer.val_check_interval: test
+                # accuracies + the label-free selection scores (a run of N steps makes N / 1,000)
+                from dann.selection import evaluate
 
-        self.warmup, self.speed, self.callback = warmup, None, CB()
+                t = time.perf_counter()
+                evaluate(pl_module, trainer.datamodule, samples=timer.eval_samples)
+                _sync()
+                timer.eval_s = time.perf_counter() - t
+
+        self.warmup, self.speed, self.eval_s, self.eval_samples, self.callback = warmup, None, None, 2000, CB()
 
 
 def _sync() -> None:
@@ -155,8 +165,9 @@ def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: li
                                "trainer.enable_progress_bar=false", "+trainer.limit_val_batches=0", f"checkpoint.every_n_steps={steps}",
                                "checkpoint.keep=false", *extra])
         timer = _StepTimer(warmup)
+        timer.eval_samples = int(cfg.probe.get("samples", 2000))
         train(cfg, callbacks=[timer.callback])
-    res = timer.result(steps - warmup, synth, cfg.data.batch_size)
+    res = timer.result(steps - warmup, synth, cfg.data.batch_size, eval_s=timer.eval_s)
     if timer.speed is not None:
         res["speed"] = timer.speed
     return res
@@ -434,6 +445,10 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"{pair}: framework / floor = {f(r['framework_over_floor'])}, DataLoader loop / framework = "
               f"{f(r['dataloader_over_framework'])}; cache load (train+test): "
               + ", ".join(f"{d} {v:.2f} s" if isinstance(v, float) else f"{d} {v}" for d, v in r["load_s"].items()))
+        ev = r["framework"].get("eval_s")
+        if isinstance(ev, float):
+            print(f"{pair}: one evaluation (test accuracies + selection scores, made every trainer.val_check_interval "
+                  f"steps) = {ev:.2f} s")
     print(f"\nJSON: {a.out}")
     return 0
 

@@ -67,9 +67,9 @@ stage_bench() {
     local timed=${GPU_CHECK_STEPS:-500} warm=50
     [ -n "${GPU_CHECK_STEPS:-}" ] && warm=2
     local b=(--pairs mnist_mnistm_regen --steps $((timed + warm)) --warmup "$warm" --workers 8 --repeat 1)
-    python3 -m dann.bench "${b[@]}" --out "$out/bench_eager.json" 2>&1 | tee -a "$out/logs.txt" | grep -E "^device|^\| |framework / floor" >> "$out/summary.txt"
+    python3 -m dann.bench "${b[@]}" --out "$out/bench_eager.json" 2>&1 | tee -a "$out/logs.txt" | grep -E "^device|^\| |framework / floor|one evaluation" >> "$out/summary.txt"
     python3 -m dann.bench "${b[@]}" --compile reduce-overhead --out "$out/bench_graphs.json" \
-        2>&1 | tee -a "$out/logs.txt" | grep -E "^device|^\| |framework / floor" >> "$out/summary.txt"
+        2>&1 | tee -a "$out/logs.txt" | grep -E "^device|^\| |framework / floor|one evaluation" >> "$out/summary.txt"
     log "bench: done (eager: bench_eager.json, CUDA graphs: bench_graphs.json)"
 }
 

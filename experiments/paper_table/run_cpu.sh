@@ -65,3 +65,11 @@ run source_only_photo_2k_s0 synsigns_gen_gtsrb source_only 0 $short pair.source=
 run dann_photo_2k_s0 synsigns_gen_gtsrb dann 0 $short pair.source=syn_signs_gen_photo &
 run source_only_6k_s0 synsigns_gen_gtsrb source_only 0 trainer.max_steps=6000 speed.channels_last=true &
 wait
+# session 7: SynSigns (generated) -> GTSRB at the configured 15,000 steps, seed 0, one thread
+# each, two at a time (README "SynSigns -> GTSRB at 15,000 steps"); the records are gtsrb_15k/
+out=${table_out}_gtsrb_15k; mkdir -p $out
+run dann_15k_s0 synsigns_gen_gtsrb dann 0 speed.channels_last=true &
+run source_only_15k_s0 synsigns_gen_gtsrb source_only 0 speed.channels_last=true
+run target_only_15k_s0 synsigns_gen_gtsrb target_only 0 speed.channels_last=true
+wait
+dann-table $out --out $out/table.md

@@ -117,7 +117,7 @@ class _Window:
 class _StepTimer(_Window):
     """The timed window of a Lightning run: from step ``warmup`` to the end of training."""
 
-    def __init__(self, warmup: int):
+    def __init__(self, warmup: int, eval_samples: int = 2000):
         import pytorch_lightning as pl
 
         timer = self
@@ -145,7 +145,7 @@ class _StepTimer(_Window):
                 _sync()
                 timer.eval_s = time.perf_counter() - t
 
-        self.warmup, self.speed, self.eval_s, self.eval_samples, self.callback = warmup, None, None, 2000, CB()
+        self.warmup, self.speed, self.eval_s, self.eval_samples, self.callback = warmup, None, None, eval_samples, CB()
 
 
 def _sync() -> None:
@@ -164,8 +164,7 @@ def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: li
                                f"trainer.max_steps={steps}", f"trainer.val_check_interval={steps}",
                                "trainer.enable_progress_bar=false", "+trainer.limit_val_batches=0", f"checkpoint.every_n_steps={steps}",
                                "checkpoint.keep=false", *extra])
-        timer = _StepTimer(warmup)
-        timer.eval_samples = int(cfg.probe.get("samples", 2000))
+        timer = _StepTimer(warmup, int(cfg.probe.get("samples", 2000)))
         train(cfg, callbacks=[timer.callback])
     res = timer.result(steps - warmup, synth, cfg.data.batch_size, eval_s=timer.eval_s)
     if timer.speed is not None:

@@ -50,6 +50,7 @@ def build_datamodule(cfg: DictConfig) -> DomainPairDataModule:
         source=p.source, target=p.target, root=cfg.data.root, batch_size=cfg.data.batch_size // 2,
         eval_batch_size=cfg.data.eval_batch_size, channels=p.get("channels"), image_size=p.get("image_size"),
         seed=cfg.seed, fit=p.get("fit", "resize"), src_val=cfg.data.get("src_val", 0),
+        mean_of=cfg.data.get("mean_of", "pooled"),
     )
 
 

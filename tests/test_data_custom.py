@@ -241,3 +241,30 @@ def test_two_processes_preparing_one_domain_build_once_and_both_succeed(tmp_path
         built.append(builds.get())
     assert sorted(built) == ["test", "train"]  # each split built once, by one of the two processes
     assert len(list((tmp_path / "root" / "cache").glob("custom-locked-*/*.pt"))) == 2
+
+
+def test_mean_of_pooled_or_source_only(tmp_path):
+    """data.mean_of: the subtracted mean is both domains' training images' (default) or the source's only."""
+    from dann.data.datamodule import DomainPairDataModule
+
+    register_custom_domains({
+        "toy_dark": {"kind": "image_folder", "train": str(image_tree(tmp_path / "d_tr")),
+                     "test": str(image_tree(tmp_path / "d_te", n=2))},
+        "toy_bright": {"kind": "npz", "train": str(npz(tmp_path / "b.npz", n=30, shape=(8, 8, 3))),
+                       "test_fraction": 0.2},
+    })
+    root = tmp_path / "root"
+    src = load_split("toy_dark", "train", root).x.double()
+    tgt = load_split("toy_bright", "train", root).x.double()
+    means = {}
+    for mean_of in ("pooled", "source"):
+        dm = DomainPairDataModule("toy_dark", "toy_bright", root=root, batch_size=4, mean_of=mean_of)
+        dm.setup("fit")
+        means[mean_of] = dm.src_train.mean.flatten()
+    want_src = src.mean(dim=(0, 2, 3)) / 255
+    want_pooled = (src.sum(dim=(0, 2, 3)) + tgt.sum(dim=(0, 2, 3))) / (src[:, 0].numel() + tgt[:, 0].numel()) / 255
+    assert torch.allclose(means["source"].double(), want_src, atol=1e-6)
+    assert torch.allclose(means["pooled"].double(), want_pooled, atol=1e-6)
+    assert not torch.allclose(means["source"], means["pooled"], atol=1e-2)
+    with pytest.raises(ValueError, match=r"data.mean_of='target'.*pooled, source"):
+        DomainPairDataModule("toy_dark", "toy_bright", root=root, mean_of="target")

@@ -27,6 +27,8 @@ SRC_STREAM, TGT_STREAM = 0, 1
 
 
 FITS = ("resize", "pad")
+#: what the mean subtracted from every image is computed on (data.mean_of)
+MEANS = ("pooled", "source")
 
 
 def harmonise(x: torch.Tensor, channels: int | None, size: int | None, chunk: int = 8192,
@@ -175,7 +177,7 @@ class DomainPairDataModule(pl.LightningDataModule):
     def __init__(self, source: str, target: str, root: str | Path | None = None, batch_size: int = 64,
                  eval_batch_size: int = 1024, channels: int | None = None, image_size: int | None = None,
                  seed: int = 0, device: str | torch.device | None = None, fit: str = "resize",
-                 src_val: int = 0, split_seed: int = 0):
+                 src_val: int = 0, split_seed: int = 0, mean_of: str = "pooled"):
         super().__init__()
         self.source, self.target = source, target
         self.root = root
@@ -190,6 +192,10 @@ class DomainPairDataModule(pl.LightningDataModule):
             raise ValueError(f"data.src_val={src_val!r}: give the number of source training samples to hold "
                              f"out for validation (an integer >= 0; 0 holds none out)")
         self.src_val_size, self.split_seed = src_val, split_seed
+        if mean_of not in MEANS:
+            raise ValueError(f"data.mean_of={mean_of!r} is unknown; allowed: {', '.join(MEANS)} (pooled: both "
+                             f"domains' training images, the default; source: the source's only)")
+        self.mean_of = mean_of
         self.num_classes = get_domain(source).num_classes
         if get_domain(target).num_classes != self.num_classes:
             raise ValueError(f"source {source} has {self.num_classes} classes but target {target} has "
@@ -242,9 +248,11 @@ class DomainPairDataModule(pl.LightningDataModule):
         mean = None
         if raw["src", "train"].x.dtype == torch.uint8:
             # The paper's only preprocessing: subtract the overall (per-channel) mean of the
-            # pooled training images of both domains (target images are unlabelled, so allowed).
-            tot = sum(v.x.double().sum(dim=(0, 2, 3)) for k, v in raw.items() if k[1] == "train")
-            cnt = sum(v.x[:, 0].numel() for k, v in raw.items() if k[1] == "train")
+            # pooled training images of both domains (target images are unlabelled, so allowed);
+            # data.mean_of=source: of the source's training images only (no target image seen).
+            used = [v for k, v in raw.items() if k[1] == "train" and (self.mean_of == "pooled" or k[0] == "src")]
+            tot = sum(v.x.double().sum(dim=(0, 2, 3)) for v in used)
+            cnt = sum(v.x[:, 0].numel() for v in used)
             mean = (tot / cnt / 255.0).float().view(-1, 1, 1).to(dev)
         ds = {k: DeviceSplit(v.x.to(dev), v.y.to(dev), mean) for k, v in raw.items()}
         self.src_train, self.src_test = ds["src", "train"], ds["src", "test"]

@@ -43,8 +43,13 @@ class DataSpec:
     batch_size: int = 128
     eval_batch_size: int = 1024
     src_val: int = 0
+    mean_of: str = "pooled"
 
     def check(self) -> None:
+        from dann.data.datamodule import MEANS
+
+        _require(self.mean_of in MEANS, "data.mean_of", self.mean_of,
+                 f"one of {', '.join(MEANS)}: the training images whose mean is subtracted (both domains' or the source's)")
         _require(isinstance(self.src_val, int) and not isinstance(self.src_val, bool) and self.src_val >= 0,
                  "data.src_val", self.src_val, "an integer >= 0: source training samples held out for validation")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 2 and self.batch_size % 2 == 0,

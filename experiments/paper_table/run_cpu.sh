@@ -73,3 +73,14 @@ run source_only_15k_s0 synsigns_gen_gtsrb source_only 0 speed.channels_last=true
 run target_only_15k_s0 synsigns_gen_gtsrb target_only 0 speed.channels_last=true
 wait
 dann-table $out --out $out/table.md
+# session 8: SA on seed 0's finished source-only network (d=50 and the oracle d), DANN seeds 1
+# and 2 (one thread each, the two side by side), and one more check of the source-only gap on
+# MNIST -> MNIST-M: the mean subtracted is the source's only (data.mean_of=source)
+run sa_15k_s0 synsigns_gen_gtsrb sa 0 speed.channels_last=true resume=$out/source_only_15k_s0/checkpoints/last.ckpt
+run sa_oracle_15k_s0 synsigns_gen_gtsrb sa 0 method.select=oracle speed.channels_last=true \
+    resume=$out/source_only_15k_s0/checkpoints/last.ckpt
+for s in 1 2; do run dann_15k_s$s synsigns_gen_gtsrb dann $s speed.channels_last=true & done
+wait
+dann-table $out --out $out/table.md
+out=${table_out}_checks
+run source_only_srcmean_s0 mnist_mnistm source_only 0 data.mean_of=source

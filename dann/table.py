@@ -67,6 +67,7 @@ class Cell:
     values: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     selections: list[str] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)  # the averaged runs' records (curves read them)
 
     @property
     def n(self) -> int:
@@ -352,7 +353,8 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
                     t.rows[label(name, row_settings)] = row._replace(settings=row_settings)
                     t.cells[column, label(name, row_settings)] = Cell([r.value for r in cell_runs],
                                                                       [r.record["seed"] for r in cell_runs],
-                                                                      [row.selection] * len(cell_runs))
+                                                                      [row.selection] * len(cell_runs),
+                                                                      [r.record for r in cell_runs])
     return t
 
 
@@ -497,6 +499,75 @@ def save_png(t: Table, path: str | Path) -> Path:
     return save_fig(fig, path)
 
 
+class Curve(NamedTuple):
+    """One run's target test accuracy at each evaluation (its ``evaluations.jsonl``)."""
+
+    seed: int
+    steps: list[int]
+    accs: list[float]
+
+
+def curves(t: Table) -> tuple[dict[tuple[str, str], list[Curve]], list[str]]:
+    """Each cell's learning curves, and the averaged runs that have none (listed, not drawn)."""
+    from dann.selection import read_evaluations
+
+    out: dict[tuple[str, str], list[Curve]] = {}
+    missing = []
+    for key, c in t.cells.items():
+        for r, seed in zip(c.records, c.seeds):
+            path = r.get("_path")
+            evals = [e for e in (read_evaluations(Path(path).parent) if path else [])
+                     if isinstance(e.get("tgt_acc"), (int, float)) and e["tgt_acc"] == e["tgt_acc"]]  # not NaN
+            if not evals:
+                missing.append(f"{path or '?'} ({key[1]} on {key[0]}, seed {seed}): no evaluations.jsonl")
+                continue
+            out.setdefault(key, []).append(Curve(seed, [int(e["step"]) for e in evals],
+                                                 [float(e["tgt_acc"]) for e in evals]))
+    return out, missing
+
+
+def mean_curve(runs: list[Curve]) -> tuple[list[int], list[float]]:
+    """The mean over runs at the steps every run evaluated (a shorter or resumed run limits it)."""
+    steps = sorted(set.intersection(*(set(c.steps) for c in runs))) if runs else []
+    at = [dict(zip(c.steps, c.accs)) for c in runs]
+    return steps, [statistics.fmean(a[s] for a in at) for s in steps]
+
+
+def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]:
+    """One panel per column: each run's target test accuracy at every evaluation (thin), the mean
+    over its cell's seeds (thick), one colour per row; the paper's number as a dashed line. For
+    reading training lengths and seed spread, not for choosing checkpoints (README "Model selection")."""
+    data, missing = curves(t)
+    if not data:
+        return None, missing
+    from dann.plots import pyplot, save_fig
+
+    plt = pyplot()
+    pairs = [p for p in t.pairs if any(k[0] == p for k in data)]
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.0), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, p in zip(axes[0], pairs):
+        for i, m in enumerate(t.methods):
+            runs = data.get((p, m))
+            if not runs:
+                continue
+            col = colours[i % len(colours)]
+            for c in runs:
+                ax.plot(c.steps, c.accs, color=col, lw=0.7, alpha=0.45)
+            steps, mean = mean_curve(runs)
+            ax.plot(steps, mean, color=col, lw=2.0, label=f"{m} ({len(runs)} run{'s' * (len(runs) > 1)})")
+            paper = t.paper(p, m)[0]
+            if paper is not None:
+                ax.axhline(paper, color=col, lw=0.8, ls="--")
+        ax.set_title(p.replace(" [", "\n["), fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right", title="thin: seeds, thick: mean, dashed: paper", title_fontsize=7)
+    axes[0][0].set_ylabel("target test accuracy at each evaluation")
+    return save_fig(fig, path), missing
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dann-table", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dirs", nargs="*", help="folders searched recursively for results.json (or such files)")
@@ -506,6 +577,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--format", choices=sorted(RENDER), default="markdown")
     ap.add_argument("--out", help="also write the table to this file")
     ap.add_argument("--png", help="write a grouped bar chart (ours vs the paper's) to this file")
+    ap.add_argument("--curves", metavar="PNG", help="write every cell's learning curves (target test accuracy at "
+                    "each evaluation, per seed and their mean) to this file")
     ap.add_argument("--metric", default=DEFAULT_METRIC, help=f"metric to tabulate (default {DEFAULT_METRIC})")
     ap.add_argument("--select", metavar="RULE", help="report the checkpoint a model-selection rule picks from "
                     "each run's evaluations.jsonl: last, last_k, src_val, reverse_validation, dev, entropy, im, "
@@ -559,6 +632,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("dann-table: warning: no finished run to draw; no PNG written", file=sys.stderr)
         else:
             print(f"dann-table: bar chart written to {save_png(t, a.png)}", file=sys.stderr)
+    if a.curves:
+        png, missing = save_curves_png(t, a.curves)
+        for m in missing:
+            print(f"dann-table: warning: no curve for {m}", file=sys.stderr)
+        print(f"dann-table: learning curves written to {png}" if png else
+              "dann-table: warning: no averaged run has an evaluations.jsonl; no curves written", file=sys.stderr)
     return 0
 
 

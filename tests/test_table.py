@@ -342,3 +342,40 @@ def test_merge_averages_across_a_key_and_says_so(tmp_path, capsys):
     header, rows = table_rows(out)
     assert header[1:] == ["mnist_mnistm"] and rows["dann"]["mnist_mnistm"].startswith(".7400 ± ")
     assert "runs that differ in data.src_val ARE averaged together" in out
+
+
+def test_curves_per_seed_mean_at_common_steps_and_runs_without_evaluations(tmp_path, capsys):
+    import json
+
+    from dann.table import curves, mean_curve
+
+    evals = {0: [(1000, 0.5), (2000, 0.6), (3000, 0.7)], 1: [(1000, 0.7), (2000, 0.8)]}  # seed 1 stopped early
+    for seed, ev in evals.items():
+        d = tmp_path / f"dann_s{seed}"
+        write_record(d, rec("mnist_mnistm", "dann", seed, ev[-1][1]))
+        (d / "evaluations.jsonl").write_text("".join(json.dumps({"step": s, "tgt_acc": a}) + "\n" for s, a in ev))
+    write_record(tmp_path / "so_s0", rec("mnist_mnistm", "source_only", 0, 0.55))  # no evaluations.jsonl
+    (tmp_path / "nan_s0").mkdir()
+    write_record(tmp_path / "nan_s0", rec("mnist_mnistm", "target_only", 0, 0.96))
+    (tmp_path / "nan_s0" / "evaluations.jsonl").write_text('{"step": 1000, "tgt_acc": null}\n')
+    from dann.results import read_records
+
+    t = build_table(*read_records(tmp_path))
+    data, missing = curves(t)
+    assert list(data) == [("mnist_mnistm", "dann")]
+    assert [(c.seed, c.steps, c.accs) for c in data["mnist_mnistm", "dann"]] == \
+        [(0, [1000, 2000, 3000], [0.5, 0.6, 0.7]), (1, [1000, 2000], [0.7, 0.8])]
+    steps, mean = mean_curve(data["mnist_mnistm", "dann"])
+    assert steps == [1000, 2000] and mean == pytest.approx([0.6, 0.7])
+    assert len(missing) == 2 and any("source_only" in m for m in missing) and any("target_only" in m for m in missing)
+
+    png = tmp_path / "curves.png"
+    code, _, err = run(capsys, tmp_path, "--curves", png)
+    assert code == 0 and png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    assert "learning curves written" in err and err.count("no curve for") == 2
+
+
+def test_curves_without_any_evaluations_write_nothing_and_say_so(runs, capsys, tmp_path):
+    png = tmp_path / "curves.png"
+    code, _, err = run(capsys, runs, "--curves", png)
+    assert code == 0 and not png.exists() and "no curves written" in err

@@ -56,6 +56,9 @@ PROTOCOL_IGNORE: tuple[str, ...] = (
     "trainer.strategy", "trainer.num_nodes", "trainer.log_every_n_steps",
     "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.num_sanity_val_steps",
 )
+#: Config keys added after runs were recorded, with the value that does what runs before them did:
+#: a record without the key is read as having that value, so the new key splits nothing old.
+ADDED_KEYS: dict[str, Any] = {"data.mean_of": "pooled"}
 MISSING = "—"  # how a key absent from one run's config is shown
 Settings = tuple[tuple[str, str], ...]  # ((key, shown value), ...), sorted by key
 
@@ -218,6 +221,8 @@ def protocol(record: dict[str, Any], extra_ignore: Sequence[str] = ()) -> dict[s
     record without a config (old or hand-written)."""
     config = record.get("config")
     flat = flatten(config) if isinstance(config, dict) else {}
+    if flat:
+        flat = {**ADDED_KEYS, **flat}
     return {k: v for k, v in flat.items() if not ignored(k, extra_ignore) and not unused_domain(k, flat)}
 
 

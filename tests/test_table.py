@@ -290,6 +290,21 @@ def test_a_missing_key_splits_and_records_without_config_group_together(tmp_path
     assert t.pairs == ["mnist_mnistm"] and t.cells[("mnist_mnistm", "dann")].n == 2 and not t.splits
 
 
+def test_a_key_added_later_reads_its_old_behaviour_in_records_without_it(tmp_path, capsys):
+    """data.mean_of came after runs were recorded: a record without it is the default (pooled) and
+    averages with new pooled runs; a run with another value splits, both values named."""
+    new = config("dann", 1)
+    new["data"]["mean_of"] = "pooled"
+    other = config("dann", 2)
+    other["data"]["mean_of"] = "source"
+    for seed, cfg in [(0, config("dann", 0)), (1, new), (2, other)]:
+        write_record(tmp_path / f"s{seed}", rec("mnist_mnistm", "dann", seed, 0.6 + seed / 100, config=cfg))
+    header, rows = table_rows(run(capsys, tmp_path)[1])
+    assert header == ["method", "mnist_mnistm [data.mean_of=pooled]", "mnist_mnistm [data.mean_of=source]"]
+    assert rows["dann"][header[1]].startswith(".6050 ± .0071 (2)")
+    assert rows["dann"][header[2]].startswith(".6200 ± — (1)")
+
+
 def test_a_method_option_splits_only_that_methods_row(tmp_path, capsys):
     runs = write_runs(tmp_path, {
         ("source_only", 15000): [0.55, 0.57],

@@ -221,6 +221,12 @@ def read_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
     return [by_step[s] for s in sorted(by_step)]
 
 
+def record_evaluations(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The evaluations of the run a results record was read from (its ``_path``); none without one."""
+    path = record.get("_path")
+    return read_evaluations(Path(path).parent) if path else []
+
+
 class SelectionProbe(pl.Callback):
     """After every validation, the label-free scores of the current model -> ``evaluations.jsonl``
     and the loggers (``select/<score>``). Runs on global rank 0 only (no collective calls)."""

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dann.selection import RULES, Rule, oriented, read_evaluations, select
+from dann.selection import RULES, Rule, oriented, record_evaluations, select
 
 ORACLE_LABEL = "oracle (target labels)"
 
@@ -68,11 +68,6 @@ class Study:
     without_evals: list[str]
 
 
-def run_dir(record: dict[str, Any]) -> Path | None:
-    p = record.get("_path")
-    return Path(p).parent if p else None
-
-
 def build_study(records: list[dict[str, Any]], k: int = 5) -> Study:
     """The study over finished records; runs without ``evaluations.jsonl`` are listed, not used."""
     by_group: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
@@ -80,8 +75,7 @@ def build_study(records: list[dict[str, Any]], k: int = 5) -> Study:
     for r in records:
         if r.get("status") != "finished":
             continue
-        d = run_dir(r)
-        evals = read_evaluations(d) if d else []
+        evals = record_evaluations(r)
         if not evals:
             without.append(f"{r.get('_path', '?')} ({r['method']} on {r['pair']}, seed {r['seed']})")
             continue

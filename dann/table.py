@@ -303,10 +303,9 @@ def split(runs: list[Run], which: Callable[[str], bool], what: str) -> tuple[dic
 
 def selected_value(record: dict[str, Any], rule: str) -> tuple[float | None, str]:
     """The target accuracy ``rule`` picks from the run's ``evaluations.jsonl`` (None, why) if it cannot."""
-    from dann.selection import read_evaluations, select
+    from dann.selection import record_evaluations, select
 
-    path = record.get("_path")
-    evals = read_evaluations(Path(path).parent) if path else []
+    evals = record_evaluations(record)
     if not evals:
         return None, f"--select {rule}: the run has no evaluations.jsonl (probe.enabled=false, or no evaluation)"
     try:
@@ -514,17 +513,16 @@ class Curve(NamedTuple):
 
 def curves(t: Table) -> tuple[dict[tuple[str, str], list[Curve]], list[str]]:
     """Each cell's learning curves, and the averaged runs that have none (listed, not drawn)."""
-    from dann.selection import read_evaluations
+    from dann.selection import record_evaluations
 
     out: dict[tuple[str, str], list[Curve]] = {}
     missing = []
     for key, c in t.cells.items():
         for r, seed in zip(c.records, c.seeds):
-            path = r.get("_path")
-            evals = [e for e in (read_evaluations(Path(path).parent) if path else [])
+            evals = [e for e in record_evaluations(r)
                      if isinstance(e.get("tgt_acc"), (int, float)) and e["tgt_acc"] == e["tgt_acc"]]  # not NaN
             if not evals:
-                missing.append(f"{path or '?'} ({key[1]} on {key[0]}, seed {seed}): no evaluations.jsonl")
+                missing.append(f"{r.get('_path', '?')} ({key[1]} on {key[0]}, seed {seed}): no evaluations.jsonl")
                 continue
             out.setdefault(key, []).append(Curve(seed, [int(e["step"]) for e in evals],
                                                  [float(e["tgt_acc"]) for e in evals]))

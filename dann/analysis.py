@@ -6,18 +6,83 @@
 * t-SNE (scikit-learn) of source and target features, coloured by domain and by class: the
   paper's figure of domains mixed after adaptation.
 * Learning curves from a run's ``metrics.csv``.
+* A finished run's network evaluated on any registered domain (``scripts/evaluate.py``): is the
+  source domain what the target needs, how does a model do on a third domain.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from dann.plots import pyplot, save_fig
 from dann.speed import one_blas_thread
+
+
+def load_run(run_dir: Path, root: Path | None = None) -> tuple[dict[str, Any], Any, Any]:
+    """A finished run's (record, datamodule set up for test, model with its final weights):
+    the run's own config (its custom domains registered) rebuilds both; ``root``: the data
+    root to read the domains from instead of the run's ``data.root``."""
+    from omegaconf import OmegaConf
+
+    from dann.data.custom import register_custom_domains
+    from dann.train import build_datamodule, build_method
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise SystemExit(f"{run_dir}: no results.json (give the directory of a finished run)")
+    rec = json.loads((run_dir / "results.json").read_text())
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():
+        raise SystemExit(f"{ckpt} not found: this needs the run's final checkpoint (checkpoint.keep=true)")
+    cfg = OmegaConf.create(rec["config"])
+    if root is not None:
+        cfg.data.root = str(root)
+    register_custom_domains(cfg.get("domains"))
+    dm = build_datamodule(cfg)
+    dm.setup("test")
+    model = build_method(cfg, dm.input_shape, dm.num_classes)
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    model.eval()
+    return rec, dm, model
+
+
+def domain_split(dm, domain: str, split: str = "test"):
+    """Split ``split`` (train | test | all) of ``domain`` as the run ``dm`` belongs to feeds its
+    network: the same channels, size and fit, minus the run's mean (not the domain's own)."""
+    from dann.data.datamodule import DeviceSplit, harmonise
+    from dann.data.domains import Split, get_domain, load_split
+
+    d = get_domain(domain)  # an unknown name: KeyError listing the registered domains
+    if d.num_classes != dm.num_classes:
+        raise ValueError(f"domain {domain} has {d.num_classes} classes; the run's network predicts "
+                         f"{dm.num_classes} ({dm.source} -> {dm.target})")
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split={split!r}: allowed train, test, all")
+    parts = [load_split(domain, s, dm.root) for s in (("train", "test") if split == "all" else (split,))]
+    s = Split(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    x = harmonise(s.x, dm.channels, dm.image_size, fit=dm.fit)
+    if tuple(x.shape[1:]) != tuple(dm.input_shape):
+        raise ValueError(f"domain {domain}'s inputs are {tuple(x.shape[1:])}, the network takes "
+                         f"{tuple(dm.input_shape)}: this run's pair does not set channels/image_size to convert them")
+    return DeviceSplit(x, s.y, dm.src_test.mean)
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, split, batch: int = 1024) -> float:
+    """Top-1 accuracy of ``model(x)`` on a whole :class:`DeviceSplit`."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    correct = sum(int((model(split.inputs(slice(a, a + batch)).to(dev)).argmax(1).cpu()
+                       == split.y[a:a + batch].cpu()).sum()) for a in range(0, len(split), batch))
+    model.train(was)
+    return correct / max(len(split), 1)
 
 
 @torch.no_grad()

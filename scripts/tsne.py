@@ -12,31 +12,10 @@ A-distance on the same features.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-import torch
-from omegaconf import OmegaConf
-
-from dann.analysis import extract_features, proxy_a_distance, save_tsne
-from dann.train import build_datamodule, build_method
-
-
-def load_run(run_dir: Path):
-    rec = json.loads((run_dir / "results.json").read_text())
-    cfg = OmegaConf.create(rec["config"])
-    from dann.data.custom import register_custom_domains
-
-    register_custom_domains(cfg.get("domains"))
-    dm = build_datamodule(cfg)
-    dm.setup("test")
-    model = build_method(cfg, dm.input_shape, dm.num_classes)
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.exists():
-        raise SystemExit(f"{ckpt} not found: t-SNE needs the run's final checkpoint (checkpoint.keep=true)")
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
-    return rec, dm, model
+from dann.analysis import extract_features, load_run, proxy_a_distance, save_tsne
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,3 +84,28 @@ wait
 dann-table $out --out $out/table.md
 out=${table_out}_checks
 run source_only_srcmean_s0 mnist_mnistm source_only 0 data.mean_of=source
+# session 9: SynSigns (generated) -> GTSRB source-only seeds 1, 2 (each followed by SA on its
+# network, d=50 and the oracle d) and train-on-target seed 1 (seed 2 not run: no time left), from
+# a separate checkout of 8ec8cd1; source-only and
+# train-on-target seed 1 were started in session 8, stopped at step ~1,000 (SIGTERM wrote
+# last.ckpt) and finished here with resume=auto
+out=${table_out}_gtsrb_15k
+for s in 1 2; do
+  (run source_only_15k_s$s synsigns_gen_gtsrb source_only $s speed.channels_last=true resume=auto
+   run sa_15k_s$s synsigns_gen_gtsrb sa $s speed.channels_last=true \
+       resume=$out/source_only_15k_s$s/checkpoints/last.ckpt
+   run sa_oracle_15k_s$s synsigns_gen_gtsrb sa $s method.select=oracle speed.channels_last=true \
+       resume=$out/source_only_15k_s$s/checkpoints/last.ckpt) &
+done
+run target_only_15k_s1 synsigns_gen_gtsrb target_only 1 speed.channels_last=true resume=auto
+wait
+dann-table $out --out $out/table.md --curves $out/curves.png
+# every finished network on GTSRB's test split, our generated SynSigns' test split, and all
+# 1,982 images of the real SynSigns sample (syn_signs/synsigns_subset.tar.gz under DANN_DATA_DIR)
+nets="$out/source_only_15k_s? $out/dann_15k_s? $out/target_only_15k_s?"
+python scripts/evaluate.py $nets --domain gtsrb syn_signs_gen --split test --out $out/cross_domain_test.md
+python scripts/evaluate.py $nets --domain syn_signs --split all --out $out/cross_domain_real_signs.md
+# the real SynSigns sample (1,784 training images) as the source, source-only, 5,000 steps
+# (no source validation hold-out: the sample is small)
+out=${table_out}_realsigns; mkdir -p $out
+run source_only_sample_5k_s0 synsigns_gtsrb source_only 0 speed.channels_last=true trainer.max_steps=5000 data.src_val=0

@@ -24,22 +24,30 @@ from dann.plots import pyplot, save_fig
 from dann.speed import one_blas_thread
 
 
-def load_run(run_dir: Path, root: Path | None = None) -> tuple[dict[str, Any], Any, Any]:
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """A finished run's results record; exits with a message if it or the final checkpoint is missing."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise SystemExit(f"{run_dir}: no results.json (give the directory of a finished run)")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():
+        raise SystemExit(f"{ckpt} not found: this needs the run's final checkpoint (checkpoint.keep=true)")
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def load_run(run_dir: Path, root: Path | None = None, rec: dict[str, Any] | None = None
+             ) -> tuple[dict[str, Any], Any, Any]:
     """A finished run's (record, datamodule set up for test, model with its final weights):
     the run's own config (its custom domains registered) rebuilds both; ``root``: the data
-    root to read the domains from instead of the run's ``data.root``."""
+    root to read the domains from instead of the run's ``data.root``; ``rec``: the record, if
+    already read with :func:`run_record`."""
     from omegaconf import OmegaConf
 
     from dann.data.custom import register_custom_domains
     from dann.train import build_datamodule, build_method
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "results.json").is_file():
-        raise SystemExit(f"{run_dir}: no results.json (give the directory of a finished run)")
-    rec = json.loads((run_dir / "results.json").read_text())
-    ckpt = run_dir / "checkpoints" / "last.ckpt"
-    if not ckpt.exists():
-        raise SystemExit(f"{ckpt} not found: this needs the run's final checkpoint (checkpoint.keep=true)")
+    rec = rec if rec is not None else run_record(run_dir)
+    ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"
     cfg = OmegaConf.create(rec["config"])
     if root is not None:
         cfg.data.root = str(root)
@@ -71,18 +79,6 @@ def domain_split(dm, domain: str, split: str = "test"):
         raise ValueError(f"domain {domain}'s inputs are {tuple(x.shape[1:])}, the network takes "
                          f"{tuple(dm.input_shape)}: this run's pair does not set channels/image_size to convert them")
     return DeviceSplit(x, s.y, dm.src_test.mean)
-
-
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, split, batch: int = 1024) -> float:
-    """Top-1 accuracy of ``model(x)`` on a whole :class:`DeviceSplit`."""
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    correct = sum(int((model(split.inputs(slice(a, a + batch)).to(dev)).argmax(1).cpu()
-                       == split.y[a:a + batch].cpu()).sum()) for a in range(0, len(split), batch))
-    model.train(was)
-    return correct / max(len(split), 1)
 
 
 @torch.no_grad()

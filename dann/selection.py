@@ -147,7 +147,8 @@ def _forward(model, split, idx: torch.Tensor | None = None, batch: int = 1024) -
     return torch.cat(fs), torch.cat(ls)
 
 
-def _accuracy(model, split) -> float:
+def accuracy(model, split) -> float:
+    """Top-1 accuracy of ``model`` (a :class:`dann.methods.DAMethod`) on a whole split (NaN if empty)."""
     if len(split) == 0:
         return float("nan")
     _, logits = _forward(model, split)
@@ -166,8 +167,8 @@ def evaluate(model, dm, samples: int = 2000, seed: int = 0, accuracies: dict[str
     model.eval()
     try:
         out = {k: float(v) for k, v in (accuracies or {}).items()}
-        out.setdefault("tgt_acc", _accuracy(model, dm.tgt_test))
-        out.setdefault("src_acc", _accuracy(model, dm.src_test))
+        out.setdefault("tgt_acc", accuracy(model, dm.tgt_test))
+        out.setdefault("src_acc", accuracy(model, dm.src_test))
         f_t, l_t = _forward(model, dm.tgt_train, _sample(len(dm.tgt_train), samples, seed))
         p_t = torch.softmax(l_t, 1)
         out.update(entropy=entropy_score(p_t), im=im_score(p_t), snd=snd_score(p_t))

@@ -22,7 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dann.analysis import accuracy, domain_split, load_run
+from dann.analysis import domain_split, load_run, run_record
+from dann.selection import accuracy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in a.runs:
         try:
-            rec, dm, model = load_run(run, a.root)
-            if rec["method"] == "sa":
+            rec = run_record(run)
+            if rec["method"] == "sa":  # refused before any data is loaded
                 raise ValueError("an SA run's aligned classifier belongs to its target's subspace; "
                                  "evaluate the source-only run it was fitted on instead")
+            rec, dm, model = load_run(run, a.root, rec)
             cells = []
             for d in a.domain:
                 s = domain_split(dm, d, a.split)

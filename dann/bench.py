@@ -20,7 +20,7 @@ machines vary: ``--repeat 3`` interleaves rounds of all loops and takes medians.
 
     dann-bench --pairs mnist_mnistm --steps 300 --out bench.json
 
-``--compile MODE`` and ``--channels-last`` apply the ``speed:`` options (:mod:`dann.speed`) to
+``--compile MODE`` and ``--channels-last`` apply the ``speed:`` options (:mod:`dann.run.speed`) to
 the networks of ``framework`` and ``floor`` (the DataLoader loop stays the plain published-code
 baseline); compilation happens during the warm-up steps, which are not timed:
 
@@ -60,7 +60,7 @@ def _peak_mb() -> float:
 def _pair_cfg(pair: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from dann.train import CONF_DIR
+    from dann.config import CONF_DIR
 
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
         return compose("train", overrides=[f"pair={pair}", "method=dann", *overrides])
@@ -97,7 +97,7 @@ def _data(pair: str, synthetic: bool):
 class _Window:
     """Wall time, system CPU time and minor page faults of this process over the timed steps,
     with a device sync at both ends (system time and faults show a step's hidden cost: memory
-    handed back to the OS and faulted in again, see :func:`dann.speed.keep_freed_memory`)."""
+    handed back to the OS and faulted in again, see :func:`dann.run.speed.keep_freed_memory`)."""
 
     def start(self) -> None:
         _sync()
@@ -125,7 +125,7 @@ class _StepTimer(_Window):
         class CB(pl.Callback):
             def setup(self, trainer, pl_module, stage):
                 # what train() applied of the speed options, for the record
-                from dann.speed import speed_settings
+                from dann.run.speed import speed_settings
 
                 if stage == "fit":
                     timer.speed = speed_settings(pl_module)
@@ -156,7 +156,7 @@ def _sync() -> None:
 def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: list[str]) -> dict[str, Any]:
     import tempfile
 
-    from dann.train import train
+    from dann.run.train import train
 
     src, tgt, synth = _data(pair, synthetic)
     with tempfile.TemporaryDirectory() as out:
@@ -197,7 +197,7 @@ def _nets(cfg, dm, dev):
 
 
 def _dann_step(n, opt, xs, ys, xt, lam: float) -> torch.Tensor:
-    from dann.grl import grad_reverse
+    from dann.methods.grl import grad_reverse
 
     f = n.features(torch.cat([xs, xt]))
     cls = F.cross_entropy(n.classifier(f[:len(xs)]), ys)
@@ -232,7 +232,7 @@ def run_floor(pair: str, steps: int, warmup: int, synthetic: bool, extra: list[s
     dev = _device()
     cfg, dm, synth, xs, ys, xt = _in_memory(pair, synthetic, dev)
     n, opt = _nets(cfg, dm, dev)
-    from dann.speed import apply_speed, speed_options, speed_settings
+    from dann.run.speed import apply_speed, speed_options, speed_settings
 
     # the framework's speed: options (its defaults, or the ones asked for), so the floor stays a floor
     apply_speed(n, **speed_options(_pair_cfg(pair, list(extra))))
@@ -402,7 +402,7 @@ def cli(argv: list[str] | None = None) -> int:
         ap.error(f"--steps {a.steps} --warmup {a.warmup}: --steps counts the warm-up steps, so it must be "
                  f"larger than --warmup (>= 0); e.g. --steps {max(a.warmup, 0) + 250} --warmup {max(a.warmup, 0)}")
     if a.compile is not None:
-        from dann.speed import compile_mode
+        from dann.run.speed import compile_mode
 
         try:
             a.compile = compile_mode(a.compile)

@@ -1,22 +1,67 @@
-"""Config validation at startup: typed schemas for the groups a typo would silently break.
+"""The config: where it lives, and its validation at startup, one place per group.
 
-``validate(cfg)`` runs before any data is loaded. Each problem raises :class:`ConfigError`
-whose message names the key, the value and what is allowed. Unknown pair/method *files*
-are already refused by Hydra (it lists the available options); this catches the rest:
-unknown keys in ``optim``/``data``/``checkpoint``, out-of-range numbers, unknown method
-or domain names set directly (``method.name=...``, ``pair.source=...``).
+``validate(cfg)`` runs before any data is loaded. Every group (pair, model, method, data,
+optim, trainer, logger, probe, checkpoint, speed, pool) and the top level are checked: a key
+that does not exist is a :class:`ConfigError` naming it and the allowed keys; a value out of
+range names the key, the value and what is allowed. A method's options are its class's
+keyword-only ``__init__`` arguments (see :class:`dann.methods.base.DAMethod`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import inspect
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from dann.data.datamodule import FITS, MEANS
+from dann.data.domains import REGISTRY
+from dann.errors import ConfigError
+from dann.methods.base import DAMethod
+from dann.models import ARCHS
+from dann.run.speed import compile_mode
+from dann.selection.rules import LEGACY, RULES
 
-class ConfigError(ValueError):
-    """A config value is invalid; the message names the key and the allowed values."""
+# conf/ sits beside the package in the repository (install with `pip install -e .`).
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+__all__ = ["CONF_DIR", "ConfigError", "validate", "method_class", "method_options", "method_names"]
+
+
+def method_names() -> list[str]:
+    """The methods one can train: ``conf/method/*.yaml``."""
+    return sorted(p.stem for p in Path(CONF_DIR, "method").glob("*.yaml"))
+
+
+def method_class(method: Mapping[str, Any]) -> type[DAMethod]:
+    """The class a method config names with ``_target_`` (a record written before ``_target_``
+    existed names it by ``name``: then ``conf/method/<name>.yaml`` says which class)."""
+    import importlib
+
+    target = method.get("_target_")
+    if not target:
+        name = method.get("name")
+        path = Path(CONF_DIR, "method", f"{name}.yaml")
+        if not path.is_file():
+            raise ConfigError(f"method.name={name!r} is unknown and method._target_ is not set; "
+                              f"known methods: {', '.join(method_names())}")
+        target = OmegaConf.load(path).get("_target_")
+    mod, _, attr = str(target).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(f"method._target_={target!r} cannot be imported ({e}); it names the method's class, "
+                          f"e.g. dann.methods.dann.DANN") from None
+    if not (isinstance(cls, type) and issubclass(cls, DAMethod)):
+        raise ConfigError(f"method._target_={target!r} is not a subclass of dann.methods.DAMethod")
+    return cls
+
+
+def method_options(method: Mapping[str, Any]) -> dict[str, Any]:
+    """A method config's hyper-parameters: every key but ``_target_`` and ``name``."""
+    return {k: v for k, v in method.items() if k not in ("_target_", "name")}
 
 
 @dataclass
@@ -46,8 +91,6 @@ class DataSpec:
     mean_of: str = "pooled"
 
     def check(self) -> None:
-        from dann.data.datamodule import MEANS
-
         _require(self.mean_of in MEANS, "data.mean_of", self.mean_of,
                  f"one of {', '.join(MEANS)}: the training images whose mean is subtracted (both domains' or the source's)")
         _require(isinstance(self.src_val, int) and not isinstance(self.src_val, bool) and self.src_val >= 0,
@@ -97,24 +140,149 @@ def _typed(spec_cls: type, node: Mapping, key: str):
         raise ConfigError(f"unknown key(s) {', '.join(f'{key}.{u}' for u in unknown)}; "
                           f"allowed keys of {key}: {', '.join(sorted(allowed))}")
     spec = spec_cls(**given)
-    spec.check()
+    try:
+        spec.check()
+    except TypeError as e:  # e.g. a string where a number belongs
+        raise ConfigError(f"{key}: a value has the wrong type ({e}); given {given}") from None
     return spec
+
+
+@dataclass
+class PairSpec:
+    name: str = ""
+    source: str = ""
+    target: str = ""
+    channels: Any = None
+    image_size: Any = None
+    fit: str = "resize"
+
+    def check(self) -> None:
+        for side in ("source", "target"):
+            d = getattr(self, side)
+            if d not in REGISTRY:
+                raise ConfigError(f"pair.{side}={d!r} is not a known domain; known domains: "
+                                  f"{', '.join(sorted(REGISTRY))} (or declare your own under `domains:`, see README)")
+        _require(self.fit in FITS, "pair.fit", self.fit, f"one of {', '.join(FITS)}")
+        for k in ("channels", "image_size"):
+            v = getattr(self, k)
+            _require(v is None or (_is_int(v) and v >= 1), f"pair.{k}", v, "null or an integer >= 1")
+
+
+@dataclass
+class ModelSpec:
+    arch: str = "mnist"
+    hidden: int = 15
+    dropout: float = 0.5
+
+    def check(self) -> None:
+        _require(self.arch in ARCHS, "model.arch", self.arch, f"one of {', '.join(ARCHS)}")
+        _require(_is_int(self.hidden) and self.hidden >= 1, "model.hidden", self.hidden, "an integer >= 1")
+        _require(0 <= self.dropout < 1, "model.dropout", self.dropout, "a value in [0, 1)")
+
+
+@dataclass
+class WandbSpec:
+    enabled: bool = True
+    project: str = "dann"
+    entity: Any = None
+    group: Any = None
+    mode: Any = None
+    tags: list = field(default_factory=list)
+
+    def check(self) -> None:
+        _require(self.mode in (None, "online", "offline", "disabled"), "logger.wandb.mode", self.mode,
+                 "null, online, offline or disabled")
+
+
+@dataclass
+class LoggerSpec:
+    csv: bool = True
+    wandb: Any = None
+
+    def check(self) -> None:
+        _typed(WandbSpec, self.wandb, "logger.wandb")
+
+
+@dataclass
+class SpeedSpec:
+    compile: Any = False
+    channels_last: bool = False
+    keep_freed_memory: bool = True
+
+    def check(self) -> None:
+        try:
+            compile_mode(self.compile)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        for k in ("channels_last", "keep_freed_memory"):
+            _require(isinstance(getattr(self, k), bool), f"speed.{k}", getattr(self, k), "true or false")
+
+
+@dataclass
+class PoolSpec:
+    per_gpu: int = 1
+    cpu_jobs: int = 2
+
+    def check(self) -> None:
+        for k in ("per_gpu", "cpu_jobs"):
+            _require(_is_int(getattr(self, k)) and getattr(self, k) >= 1, f"pool.{k}", getattr(self, k),
+                     "an integer >= 1")
+
+
+TOP_LEVEL = ("seed", "output_dir", "deterministic", "objective", "domains", "selection", "probe", "resume", "data",
+             "pool", "checkpoint", "optim", "speed", "pair", "method", "model", "trainer", "logger")
+GROUPS = {"optim": OptimSpec, "data": DataSpec, "checkpoint": CheckpointSpec, "probe": ProbeSpec, "pair": PairSpec,
+          "model": ModelSpec, "logger": LoggerSpec, "speed": SpeedSpec, "pool": PoolSpec}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _trainer_keys() -> set[str]:
+    import pytorch_lightning as pl
+
+    return set(inspect.signature(pl.Trainer.__init__).parameters) - {"self", "logger", "callbacks",
+                                                                         "default_root_dir"}
+
+
+def validate_trainer(t: Mapping[str, Any]) -> None:
+    unknown = sorted(set(t) - _trainer_keys())
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'trainer.{u}' for u in unknown)}: not arguments of "
+                          f"pytorch_lightning.Trainer (e.g. trainer.max_steps, trainer.val_check_interval)")
+    steps = t.get("max_steps")
+    _require(_is_int(steps) and steps >= 1, "trainer.max_steps", steps, "an integer >= 1")
+    vci = t.get("val_check_interval")
+    _require(vci is None or (_is_int(vci) and vci >= 1) or (isinstance(vci, float) and 0 < vci <= 1),
+             "trainer.val_check_interval", vci, "an integer >= 1 (steps) or a fraction in (0, 1]")
+    lg = t.get("log_every_n_steps", 50)
+    _require(_is_int(lg) and lg >= 1, "trainer.log_every_n_steps", lg, "an integer >= 1")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first invalid setting of ``cfg`` (no data is touched)."""
-    from dann.data.domains import REGISTRY
-    from dann.methods import METHODS
-
-    c = OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(c.get("seed"), int):
-        raise ConfigError(f"seed={c.get('seed')!r} is invalid: expected an integer")
-    _typed(OptimSpec, c.get("optim"), "optim")
-    _typed(DataSpec, c.get("data"), "data")
-    _typed(CheckpointSpec, c.get("checkpoint"), "checkpoint")
-    _typed(ProbeSpec, c.get("probe"), "probe")
-    from dann.selection import LEGACY, RULES
-
+    try:
+        c = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"the config does not resolve: {e}") from None
+    unknown = sorted(set(c) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; allowed: {', '.join(TOP_LEVEL)} "
+                          f"(a group's key is written group.key, e.g. optim.lr)")
+    seed = c.get("seed")
+    if not _is_int(seed) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r} is invalid: expected an integer in [0, 2**32)")
+    for key, spec in GROUPS.items():
+        node = c.get(key)
+        if node is not None and not isinstance(node, Mapping):
+            raise ConfigError(f"{key}={node!r} is invalid: expected the group's keys ({key}.KEY=VALUE)")
+        _typed(spec, node, key)
+    validate_trainer(c.get("trainer") or {})
+    method = c.get("method") or {}
+    if not isinstance(method.get("name"), str):
+        raise ConfigError(f"method.name={method.get('name')!r} is invalid: expected the method's name")
+    method_class(method).validate_options(method_options(method))
     obj = str(c.get("objective", ""))
     if obj.startswith("select/"):
         r = RULES.get(obj.split("/", 1)[1])
@@ -125,17 +293,6 @@ def validate(cfg: DictConfig) -> None:
     sel = c.get("selection", "last")
     if LEGACY.get(sel, sel) not in RULES:
         raise ConfigError(f"selection={sel!r} is unknown; allowed: {', '.join(RULES)} (README \"Model selection\")")
-    name = c["method"].get("name")
-    if name not in METHODS:
-        raise ConfigError(f"method.name={name!r} is unknown; allowed: {', '.join(sorted(METHODS))}")
-    for side in ("source", "target"):
-        d = c["pair"].get(side)
-        if d not in REGISTRY:
-            raise ConfigError(f"pair.{side}={d!r} is not a known domain; known domains: "
-                              f"{', '.join(sorted(REGISTRY))} (or declare your own under `domains:`, see README)")
-    steps = c["trainer"].get("max_steps")
-    if not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"trainer.max_steps={steps!r} is invalid: expected an integer >= 1")
     resume = c.get("resume")
     if resume not in (None, "auto") and not isinstance(resume, str):
         raise ConfigError(f"resume={resume!r} is invalid: expected null, 'auto' or a checkpoint path")

@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dann.analysis import domain_split, load_run, run_record
+from dann.run.build import domain_split, load_run, run_record
 from dann.selection import accuracy
 
 

@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from dann.analysis import extract_features, load_run, proxy_a_distance, save_tsne
+from dann.report.features import extract_features, proxy_a_distance, save_tsne
+from dann.run.build import load_run
 
 
 def main(argv: list[str] | None = None) -> int:

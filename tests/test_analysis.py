@@ -8,8 +8,9 @@ import numpy as np
 from PIL import Image
 
 from conftest import make_cfg
-from dann.analysis import proxy_a_distance, save_learning_curves
-from dann.train import train
+from dann.report.features import proxy_a_distance
+from dann.report.figures import save_learning_curves
+from dann.run.train import train
 
 ROOT = Path(__file__).resolve().parent.parent
 

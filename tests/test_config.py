@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dann.models import build_nets
-from dann.train import CONF_DIR, build_method
+from dann.config import CONF_DIR
+from dann.run.build import build_method
 from conftest import make_cfg
 
 PAIRS = sorted(p.stem for p in Path(CONF_DIR, "pair").glob("*.yaml"))

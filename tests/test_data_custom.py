@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from conftest import make_cfg
-from dann.config import ConfigError
+from dann.errors import ConfigError
 from dann.data import load_split
 from dann.data.custom import register_custom_domains
 from dann.data.domains import CorruptDataError, get_domain
-from dann.train import train
+from dann.run.train import train
 
 COLOURS = {"cat": (200, 30, 30), "dog": (30, 200, 30), "eel": (30, 30, 200)}
 

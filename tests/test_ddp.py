@@ -10,7 +10,7 @@ import torch
 
 from conftest import make_cfg
 from dann.data import DomainPairDataModule
-from dann.train import build_method
+from dann.run.build import build_method
 
 RUN = ["pair=moons", "method=dann", "trainer.accelerator=cpu", "trainer.max_steps=300",
        "trainer.val_check_interval=100", "trainer.enable_progress_bar=false", "logger=csv"]
@@ -18,7 +18,7 @@ RUN = ["pair=moons", "method=dann", "trainer.accelerator=cpu", "trainer.max_step
 
 def dann_train(run_dir, *overrides):
     env = dict(os.environ, WANDB_MODE="offline")
-    out = subprocess.run([sys.executable, "-m", "dann.train", *RUN, f"hydra.run.dir={run_dir}", *overrides],
+    out = subprocess.run([sys.executable, "-m", "dann.run.train", *RUN, f"hydra.run.dir={run_dir}", *overrides],
                          env=env, capture_output=True, text=True, timeout=300, cwd=run_dir.parent)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads((run_dir / "results.json").read_text()), out

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from dann.grl import grad_reverse
-from dann.schedules import adaptation_factor, lr_factor, progress
+from dann.methods.grl import grad_reverse
+from dann.methods.schedules import adaptation_factor, lr_factor, progress
 
 
 def test_grl_forward_is_identity():

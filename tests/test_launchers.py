@@ -9,9 +9,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 
-from dann.pool import device_slot
-from dann.results import read_records
-from dann.train import CONF_DIR
+from dann.run.launch import device_slot
+from dann.records import read_records
+from dann.config import CONF_DIR
 
 SHORT = ["pair=moons", "method=dann", "trainer.max_steps=300", "trainer.val_check_interval=300",
          "trainer.enable_progress_bar=false", "logger=csv"]
@@ -19,7 +19,7 @@ SHORT = ["pair=moons", "method=dann", "trainer.max_steps=300", "trainer.val_chec
 
 def multirun(sweep_dir, *overrides):
     env = dict(os.environ, WANDB_MODE="offline")
-    return subprocess.run([sys.executable, "-m", "dann.train", "-m", *SHORT, f"hydra.sweep.dir={sweep_dir}",
+    return subprocess.run([sys.executable, "-m", "dann.run.train", "-m", *SHORT, f"hydra.sweep.dir={sweep_dir}",
                            *overrides], env=env, capture_output=True, text=True, timeout=600, cwd=sweep_dir.parent)
 
 
@@ -84,8 +84,8 @@ def test_multirun_makes_one_wandb_run_per_job_and_table_from_wandb(tmp_path, cap
     env_out = multirun(tmp_path / "sw", "logger=default", "method=source_only,dann", "logger.wandb.group=unit_sweep",
                        "trainer.max_steps=100", "trainer.val_check_interval=100")
     assert env_out.returncode == 0, env_out.stderr[-3000:]
-    from dann.table import main as table
-    from dann.wandb_offline import offline_records, read_offline_run
+    from dann.report.table import main as table
+    from dann.report.wandb_offline import offline_records, read_offline_run
 
     runs = sorted((tmp_path / "sw").rglob("offline-run-*"))
     assert len(runs) == 2

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dann.methods import METHODS
+from dann.config import method_class, method_names
 from dann.models import build_nets
 
 SHAPE, K = (3, 32, 32), 10
@@ -16,10 +16,10 @@ def tiny_batch(n=8):
 
 
 def make(name, max_steps=100):
-    return METHODS[name](build_nets("mnist", SHAPE, K), num_classes=K, max_steps=max_steps)
+    return method_class({"name": name})(build_nets("mnist", SHAPE, K), num_classes=K, max_steps=max_steps)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", method_names())
 def test_one_step_finite_loss(name):
     m = make(name)
     terms = m.losses(tiny_batch())

@@ -10,11 +10,11 @@ import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import make_cfg
-from dann.callbacks import CollapseWatch
-from dann.config import ConfigError
-from dann.methods import DANN
-from dann.results import read_records
-from dann.train import train
+from dann.run.callbacks import CollapseWatch
+from dann.errors import ConfigError
+from dann.methods.dann import DANN
+from dann.records import read_records
+from dann.run.train import train
 
 SHORT = ["method=dann", "trainer.max_steps=200", "trainer.val_check_interval=100", "checkpoint.every_n_steps=50",
          "trainer.log_every_n_steps=10", "logger=csv", "deterministic=true"]
@@ -129,7 +129,7 @@ class KillFeaturesAt(pl.Callback):
 def test_collapse_to_chance_is_flagged_in_the_record(tmp_path, caplog):
     ok = train(make_cfg(tmp_path / "ok", *SHORT))
     assert ok["collapsed_at_step"] is None and ok["status"] == "finished"
-    with caplog.at_level("WARNING", logger="dann.callbacks"):
+    with caplog.at_level("WARNING", logger="dann.run.callbacks"):
         bad = train(make_cfg(tmp_path / "bad", *SHORT), callbacks=[KillFeaturesAt(120)])
     assert bad["status"] == "finished" and 120 < bad["collapsed_at_step"] <= 200, bad["collapsed_at_step"]
     assert bad["metrics"]["test/src_acc"] < 0.75  # chance is .5: the flag is about a real collapse

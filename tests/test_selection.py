@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from conftest import make_cfg
-from dann.config import ConfigError
+from dann.errors import ConfigError
 from dann.selection import (
-    EVALS_FILE, RULES, density_ratio, dev_risk, entropy_score, im_score, read_evaluations, rescore,
-    main, reverse_validation, select, snd_score,
+    EVALS_FILE, RULES, density_ratio, dev_risk, entropy_score, im_score, read_evaluations, reverse_validation, select,
+    snd_score,
 )
-from dann.train import train
+from dann.selection.rescore import main, rescore
+from dann.run.train import train
 
 
 def ev(step, tgt, **scores):
@@ -191,7 +192,7 @@ def test_objective_must_be_a_label_free_score(tmp_path):
 
 # -- dann-table --select and --selection-study on hand-written runs ---------------------------
 def write_run(root, method, seed, evals):
-    from dann.results import write_record
+    from dann.records import write_record
 
     d = root / f"{method}_s{seed}"
     write_record(d, {"pair": "mnist_mnistm", "method": method, "seed": seed, "status": "finished", "config": {},
@@ -216,7 +217,7 @@ def study_runs(tmp_path):
 
 
 def test_table_select_rule_reports_the_picked_checkpoint(study_runs, capsys):
-    from dann.table import main as table
+    from dann.report.table import main as table
 
     assert table([str(study_runs), "--select", "src_val"]) == 0
     out = capsys.readouterr().out
@@ -233,8 +234,8 @@ def test_table_select_rule_reports_the_picked_checkpoint(study_runs, capsys):
 
 
 def test_selection_study_regret_correlation_and_oracle_label(study_runs, capsys, tmp_path):
-    from dann.selection_study import ORACLE_LABEL, build_study
-    from dann.table import main as table
+    from dann.selection.study import ORACLE_LABEL, build_study
+    from dann.report.table import main as table
 
     png, md = tmp_path / "study.png", tmp_path / "study.md"
     assert table([str(study_runs), "--selection-study", "--png", str(png), "--out", str(md)]) == 0

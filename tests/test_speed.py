@@ -7,10 +7,10 @@ import sys
 import pytest
 import torch
 
-from dann.methods import METHODS
+from dann.methods.dann import DANN
 from dann.models import build_nets
-from dann import speed
-from dann.speed import apply_speed, check_compile_available, speed_settings, to_channels_last
+from dann.run import speed  # noqa: F401
+from dann.run.speed import apply_speed, check_compile_available, speed_settings, to_channels_last
 
 SHAPE, K = (3, 32, 32), 10
 TOL = dict(rtol=1e-4, atol=1e-6)
@@ -24,10 +24,10 @@ def tiny_batch(n=8):
 
 def pair_of_models(monkeypatch):
     """Two DANN models with identical weights; lambda_p = 0.5 so the GRL's gradient reaches the features."""
-    monkeypatch.setattr(METHODS["dann"], "lambda_p", property(lambda self: 0.5))
+    monkeypatch.setattr(DANN, "lambda_p", property(lambda self: 0.5))
     torch.manual_seed(0)
-    a = METHODS["dann"](build_nets("mnist", SHAPE, K), num_classes=K, max_steps=100)
-    b = METHODS["dann"](build_nets("mnist", SHAPE, K), num_classes=K, max_steps=100)
+    a = DANN(build_nets("mnist", SHAPE, K), num_classes=K, max_steps=100)
+    b = DANN(build_nets("mnist", SHAPE, K), num_classes=K, max_steps=100)
     b.load_state_dict(a.state_dict())
     return a, b
 
@@ -113,7 +113,7 @@ def test_off_is_a_no_op_and_helper(monkeypatch):
 _FAULTS = """
 import resource, sys, torch
 if sys.argv[1] == "keep":
-    from dann.speed import keep_freed_memory
+    from dann.run.speed import keep_freed_memory
     assert keep_freed_memory() is None
 def step():  # a step's activations, alive together then freed: eight 12.8 MB blocks (conv1 of the
     # MNIST net, 128 images) and one 64 MB block (conv1 of the GTSRB net)
@@ -146,7 +146,7 @@ def test_keep_freed_memory_stops_the_page_faults_of_each_step():
 def test_keep_memory_is_on_by_default_recorded_and_warns_where_unavailable(monkeypatch, tmp_path):
     from conftest import make_cfg
 
-    from dann.speed import speed_options
+    from dann.run.speed import speed_options
 
     assert speed_options(make_cfg(tmp_path)) == {"compile": False, "channels_last": False, "keep_memory": True}
     assert speed_options(make_cfg(tmp_path, "speed.keep_freed_memory=false"))["keep_memory"] is False
@@ -167,7 +167,9 @@ def test_one_blas_thread_holds_blas_to_one_thread_and_restores():
         return {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
 
     seen = []
-    f = speed.one_blas_thread(lambda x: seen.append(blas_threads()) or x + 1)
+    from dann.blas import one_blas_thread
+
+    f = one_blas_thread(lambda x: seen.append(blas_threads()) or x + 1)
     with threadpool_limits(limits=3, user_api="blas"):
         assert f(1) == 2
         after = blas_threads()
@@ -176,7 +178,7 @@ def test_one_blas_thread_holds_blas_to_one_thread_and_restores():
 
 
 def test_the_logistic_regression_fits_are_held_to_one_blas_thread():
-    from dann.analysis import proxy_a_distance
+    from dann.report.features import proxy_a_distance
     from dann.methods.sa import fit_linear
     from dann.selection import density_ratio, reverse_validation
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from dann.paper import PAPER, PAIRS, gap_closed
-from dann.results import write_record
-from dann.table import build_table, main
+from dann.report.paper import PAPER, PAIRS, gap_closed
+from dann.records import write_record
+from dann.report.table import build_table, main
 
 ACC = {  # (pair, method) -> target accuracy per seed
     ("mnist_mnistm", "source_only"): [0.55, 0.57, 0.56],
@@ -362,7 +362,7 @@ def test_merge_averages_across_a_key_and_says_so(tmp_path, capsys):
 def test_curves_per_seed_mean_at_common_steps_and_runs_without_evaluations(tmp_path, capsys):
     import json
 
-    from dann.table import curves, mean_curve
+    from dann.report.table import curves, mean_curve
 
     evals = {0: [(1000, 0.5), (2000, 0.6), (3000, 0.7)], 1: [(1000, 0.7), (2000, 0.8)]}  # seed 1 stopped early
     for seed, ev in evals.items():
@@ -373,7 +373,7 @@ def test_curves_per_seed_mean_at_common_steps_and_runs_without_evaluations(tmp_p
     (tmp_path / "nan_s0").mkdir()
     write_record(tmp_path / "nan_s0", rec("mnist_mnistm", "target_only", 0, 0.96))
     (tmp_path / "nan_s0" / "evaluations.jsonl").write_text('{"step": 1000, "tgt_acc": null}\n')
-    from dann.results import read_records
+    from dann.records import read_records
 
     t = build_table(*read_records(tmp_path))
     data, missing = curves(t)

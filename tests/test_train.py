@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from dann.results import REQUIRED_KEYS, read_records
-from dann.train import train
-from dann.wandb_offline import read_offline_run
+from dann.records import REQUIRED_KEYS, read_records
+from dann.run.train import train
+from dann.report.wandb_offline import read_offline_run
 from conftest import make_cfg
 
 # Measured with `dann-train` (3000 steps, seed 0): source-only 0.661, DANN 0.877 target accuracy.
@@ -76,7 +76,7 @@ def test_cli_default_experiment_prints_table_and_plot(tmp_path):
     """`dann-train` with no argument = experiment=two_moons (here shortened)."""
     env = dict(os.environ, WANDB_MODE="offline", WANDB_SILENT="true")
     out = subprocess.run(
-        [sys.executable, "-m", "dann.train", "experiment=two_moons", "trainer.max_steps=300",
+        [sys.executable, "-m", "dann.run.train", "experiment=two_moons", "trainer.max_steps=300",
          "trainer.val_check_interval=300", "trainer.enable_progress_bar=false", "logger=csv"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from dann.config import ConfigError
+from dann.errors import ConfigError
 from dann.data.domains import REGISTRY, SPLITS, DataError, cache_path, default_root, get_domain, load_split
 
 PAD = 2  # pixels between grid cells

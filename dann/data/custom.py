@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from dann.config import ConfigError
+from dann.errors import ConfigError
 from dann.data.domains import CorruptDataError, Domain, Split, register
 
 KINDS = ("image_folder", "npz")

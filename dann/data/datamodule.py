@@ -262,6 +262,14 @@ class DomainPairDataModule(pl.LightningDataModule):
         self.src_val = ds["src", "val"]
         self._on = dev
 
+    def split(self, domain: str, split: str) -> DeviceSplit:
+        """``split`` ("train", "test", or "val" for the source) of ``domain`` ("src" or "tgt"),
+        on the device, mean subtracted: what methods and scores read after ``setup``."""
+        key = f"{domain}_{split}"
+        if key not in ("src_train", "src_test", "src_val", "tgt_train", "tgt_test"):
+            raise ValueError(f"no split {split!r} of domain {domain!r}: domains src|tgt, splits train|test (val: src)")
+        return getattr(self, key)
+
     def train_dataloader(self) -> PairBatches:
         return PairBatches(self)
 

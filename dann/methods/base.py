@@ -1,23 +1,37 @@
 """The base LightningModule every method shares.
 
-It owns the network (feature extractor, label predictor, domain classifier), SGD with
-momentum and the paper's annealed learning rate, evaluation on source and target, and
-logging. A method subclass implements :meth:`DAMethod.losses` and nothing else: the
-training loss is the sum of the terms it returns, and each term is logged by name.
+It owns the network (feature extractor ``features``, label predictor ``classifier``), SGD with
+momentum and the paper's annealed learning rate, evaluation on source and target, logging,
+and the finite-loss watch. A method is one subclass in one file plus one yaml in
+``conf/method/`` that names it with ``_target_``:
+
+* :meth:`DAMethod.losses` returns ``{name: term}``; the training loss is their sum and every
+  term is logged as ``train/<name>`` (and so drawn in the learning curves);
+* :meth:`DAMethod.logs` returns more scalars to log (e.g. DANN's ``lambda``);
+* the method's hyper-parameters are the keyword-only arguments of its ``__init__`` (their
+  defaults are the yaml's); an unknown one is a :class:`~dann.errors.ConfigError` before any
+  data loads, and :meth:`DAMethod.check_options` may check their values;
+* a method with several updates per batch sets ``automatic_optimization = False``, returns
+  one parameter list per optimizer from :meth:`DAMethod.optimized_parameters` and takes its
+  steps inside :meth:`losses` with :meth:`DAMethod.update` (Lightning's manual optimization);
+  it returns the terms it computed, detached, for the logs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Iterable
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from dann.errors import ConfigError
+from dann.methods.schedules import adaptation_factor, lr_factor, progress
 from dann.models import Nets
-from dann.schedules import adaptation_factor, lr_factor, progress
 
 DOMAINS = ("src", "tgt")
 
@@ -32,45 +46,89 @@ class DAMethod(pl.LightningModule):
         lr, momentum, weight_decay: SGD settings (the paper: 0.01, 0.9, 0).
         anneal: use ``mu_p = mu0 / (1 + alpha p)^beta``; off for the paper's MNIST<->SVHN pairs.
         alpha, beta: annealing constants (10, 0.75).
-        gamma: constant of the adaptation factor ``lambda_p`` (10).
+        fused_optimizer: the fused SGD kernel (GPU).
     """
 
     #: whether training reads target labels (only the train-on-target upper bound does)
     uses_target_labels: bool = False
-    #: whether training uses the domain classifier (DANN)
-    uses_discriminator: bool = False
 
     def __init__(self, nets: Nets, num_classes: int, max_steps: int, lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 0.0, anneal: bool = True, alpha: float = 10.0, beta: float = 0.75,
-                 gamma: float = 10.0, fused_optimizer: bool = False):
+                 fused_optimizer: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["nets"])
+        self._nets = nets  # for methods that build more heads of the same architecture
         self.features: nn.Module = nets.features
         self.classifier: nn.Module = nets.classifier
-        self.discriminator: nn.Module | None = nets.discriminator if self.uses_discriminator else None
+        #: the domain classifier, for the methods that train one (they set it)
+        self.discriminator: nn.Module | None = None
+        self.feature_dim = nets.feature_dim
+        self.num_classes = num_classes
         self.metrics = nn.ModuleDict({
             f"{stage}_{d}": MulticlassAccuracy(num_classes, average="micro")
             for stage in ("val", "test") for d in DOMAINS
         })
+
+    # -- the method's options ------------------------------------------------------------
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """The method's hyper-parameters: keyword-only ``__init__`` arguments of the subclasses."""
+        base = set(inspect.signature(DAMethod.__init__).parameters)
+        out: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            if isinstance(klass, type) and issubclass(klass, DAMethod) and "__init__" in vars(klass):
+                for name, prm in inspect.signature(klass.__init__).parameters.items():
+                    if prm.kind == prm.KEYWORD_ONLY and name not in base:
+                        out[name] = prm.default
+        return out
+
+    @classmethod
+    def validate_options(cls, options: dict[str, Any], where: str = "method") -> None:
+        """Refuse unknown options and values of the wrong type; then :meth:`check_options`."""
+        defaults = cls.option_defaults()
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            allowed = ", ".join(sorted(defaults)) or "none"
+            raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{u}' for u in unknown)} for {cls.__name__}; "
+                              f"its options: {allowed}")
+        for k, v in options.items():
+            d = defaults[k]
+            if d is None or d is inspect.Parameter.empty or v is None:
+                continue
+            ok = (isinstance(v, bool) if isinstance(d, bool)
+                  else isinstance(v, (int, float)) and not isinstance(v, bool) if isinstance(d, float)
+                  else isinstance(v, int) and not isinstance(v, bool) if isinstance(d, int)
+                  else isinstance(v, (list, tuple)) if isinstance(d, (list, tuple))
+                  else isinstance(v, type(d)))
+            if not ok:
+                raise ConfigError(f"{where}.{k}={v!r} is invalid: expected a {type(d).__name__} "
+                                  f"like the default {d!r}")
+        cls.check_options(**{**defaults, **options})
+
+    @classmethod
+    def check_options(cls, **options: Any) -> None:
+        """Check the option values (raise :class:`ConfigError`); all defaults filled in."""
 
     # -- the schedules -------------------------------------------------------------------
     @property
     def p(self) -> float:
         return progress(self.global_step, self.hparams.max_steps)
 
-    @property
-    def lambda_p(self) -> float:
-        return adaptation_factor(self.p, self.hparams.gamma)
-
     # -- model ---------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
     def losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{name: loss term}`` for one batch ``{src_x, src_y, tgt_x, tgt_y}`` (``tgt_y`` is for
+        train-on-target only: every other method must not read it)."""
         raise NotImplementedError
 
+    def logs(self) -> dict[str, float | torch.Tensor]:
+        """More scalars for the learning curves (logged as ``train/<name>`` on logging steps)."""
+        return {}
+
     # -- Lightning hooks -----------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         terms = self.losses(batch)
         loss = torch.stack(list(terms.values())).sum()
         self._watch_finite(loss, terms)
@@ -79,16 +137,45 @@ class DAMethod(pl.LightningModule):
             # logged tensor forces a host-device sync on GPU.
             logs = {f"train/{k}": v.detach() for k, v in terms.items()}
             logs["train/loss"] = loss.detach()
-            logs["train/lr"] = self.optimizers().param_groups[0]["lr"]
-            if self.uses_discriminator:
-                logs["train/lambda"] = self.lambda_p
-            logs.update(self.extra_train_logs(batch))
+            logs["train/lr"] = self._optimizers()[0].param_groups[0]["lr"]
+            logs.update({f"train/{k}": v for k, v in self.logs().items()})
             self.log_dict(logs, on_step=True, on_epoch=False)
-        return loss
+        if self.automatic_optimization:
+            return loss
+        # Lightning counts every LightningOptimizer.step as a global step; a batch is one step
+        # here (p = step / max_steps), so the updates above used the plain optimizers and this
+        # one counted step has no gradient to apply (parameters without .grad are skipped).
+        opts = self._optimizers()
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        opts[0].step()
+        for s in self._schedulers():
+            s.step()
+        return None
+
+    # -- manual optimization (methods with several updates per batch) ----------------------
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        o = self.optimizers()
+        return list(o) if isinstance(o, (list, tuple)) else [o]
+
+    def _schedulers(self) -> list[Any]:
+        s = self.lr_schedulers()
+        return [] if s is None else list(s) if isinstance(s, (list, tuple)) else [s]
+
+    def update(self, loss: torch.Tensor, *which: int) -> None:
+        """One manual update: zero every optimizer's grads, backward ``loss``, step optimizers
+        ``which`` (default all); the parameters of the others keep their values. (Plain
+        optimizer steps: no AMP grad scaling, so manual methods run in fp32 or bf16.)"""
+        opts = self._optimizers()
+        for o in opts:
+            o.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        for i in (which or range(len(opts))):
+            opts[i].optimizer.step()
 
     def _watch_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         """Remember the first step whose loss is not finite, on the device: no host sync here;
-        :class:`dann.callbacks.FiniteLossGuard` reads it every few steps."""
+        :class:`dann.run.callbacks.FiniteLossGuard` reads it every few steps."""
         vals = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float()
         if getattr(self, "_bad_step", None) is None or self._bad_step.device != vals.device:
             self._bad_step = torch.full((), -1, dtype=torch.long, device=vals.device)
@@ -113,10 +200,6 @@ class DAMethod(pl.LightningModule):
         step = self.global_step + 1
         return step % max(t.log_every_n_steps, 1) == 0 or step >= self.hparams.max_steps
 
-    def extra_train_logs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """More scalars for the learning curves, computed on logging steps only."""
-        return {}
-
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
         x, y = batch
         m = self.metrics[f"{stage}_{DOMAINS[dataloader_idx]}"]
@@ -130,17 +213,28 @@ class DAMethod(pl.LightningModule):
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch, dataloader_idx)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def optimized_parameters(self) -> list[Iterable[nn.Parameter]]:
+        """One parameter list per optimizer: one for automatic optimization."""
+        return [self.parameters()]
+
+    def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        """SGD with momentum (the paper's); a method whose paper used another may override."""
         h = self.hparams
         opt_kw = {"fused": True} if h.fused_optimizer else {"foreach": True}
-        opt = torch.optim.SGD(self.parameters(), lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay, **opt_kw)
-        max_steps = h.max_steps
-        if h.anneal:
-            fn = lambda step: lr_factor(progress(step, max_steps), h.alpha, h.beta)  # noqa: E731
-        else:
-            fn = lambda step: 1.0  # noqa: E731
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, fn)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return torch.optim.SGD(params, lr=h.lr, momentum=h.momentum, weight_decay=h.weight_decay, **opt_kw)
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate multiplier at ``step``: ``1 / (1 + alpha p)^beta`` when annealing."""
+        h = self.hparams
+        return lr_factor(progress(step, h.max_steps), h.alpha, h.beta) if h.anneal else 1.0
+
+    def configure_optimizers(self) -> Any:
+        opts = [self.make_optimizer(ps) for ps in self.optimized_parameters()]
+        scheds = [{"scheduler": torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor), "interval": "step"}
+                  for o in opts]
+        if len(opts) == 1:
+            return {"optimizer": opts[0], "lr_scheduler": scheds[0]}
+        return opts, scheds
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Align Lightning's batch counter with the optimizer step before the loops are restored.
@@ -161,7 +255,36 @@ class DAMethod(pl.LightningModule):
 
     def record_extras(self) -> dict[str, Any]:
         """Fields this method adds to its results record: at least the model-selection rule."""
-        return {"selection": "last_step"}
+        return {"selection": "last"}
+
+    # -- the data a method may read after training (e.g. SA) ------------------------------
+    def domain_split(self, domain: str, split: str):
+        """The run's ``split`` ("train" or "test") of ``domain`` ("src" or "tgt"), as the
+        datamodule feeds it (``len``, ``.y``, ``.inputs(rows)``)."""
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        if dm is None:
+            raise RuntimeError(f"{type(self).__name__} reads the pair's data: call trainer.test(model, datamodule=dm)")
+        return dm.split(domain, split)
+
+    @torch.no_grad()
+    def embed(self, split, idx: np.ndarray | None = None, layer: nn.Module | None = None,
+              batch: int = 1024) -> np.ndarray:
+        """The input of ``layer`` (default: the feature extractor's output) for ``split``'s
+        rows ``idx`` (all when None), in eval mode, as a float64 array."""
+        grabbed: list[torch.Tensor] = []
+        target = layer if layer is not None else self.classifier
+        hook = target.register_forward_pre_hook(lambda mod, inp: grabbed.append(inp[0].detach()))
+        was_training = self.training
+        self.eval()
+        try:
+            n = len(split) if idx is None else len(idx)
+            for a in range(0, n, batch):
+                rows = slice(a, a + batch) if idx is None else torch.as_tensor(idx[a:a + batch], device=split.x.device)
+                self(split.inputs(rows).to(self.device))
+        finally:
+            hook.remove()
+            self.train(was_training)
+        return torch.cat(grabbed).double().cpu().numpy()
 
     # -- helpers for subclasses ----------------------------------------------------------
     def source_ce(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -7,15 +7,35 @@ at full strength; ``lambda_p`` (annealed from 0 to 1) scales only the reversed g
 that reaches the feature extractor. Target labels are never read.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from dann.grl import grad_reverse
+from dann.errors import ConfigError
 from dann.methods.base import DAMethod
+from dann.methods.grl import grad_reverse
+from dann.methods.schedules import adaptation_factor
 
 
 class DANN(DAMethod):
-    uses_discriminator = True
+    """Args (beyond :class:`DAMethod`'s): ``gamma``, the constant of the adaptation factor
+    ``lambda_p = 2 / (1 + exp(-gamma p)) - 1`` (the paper: 10)."""
+
+    def __init__(self, *args: Any, gamma: float = 10.0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.discriminator = self._nets.discriminator
+
+    @classmethod
+    def check_options(cls, gamma: float, **_: Any) -> None:
+        if gamma < 0:
+            raise ConfigError(f"method.gamma={gamma!r} is invalid: expected a value >= 0 (the paper: 10)")
+
+    @property
+    def lambda_p(self) -> float:
+        return adaptation_factor(self.p, self.hparams.gamma)
 
     def losses(self, batch):
         xs, xt = batch["src_x"], batch["tgt_x"]
@@ -27,6 +47,6 @@ class DANN(DAMethod):
         self._dom = (d.detach(), dom_y)  # for the learning curves (read on logging steps only)
         return {"cls": cls, "dom": F.binary_cross_entropy_with_logits(d, dom_y)}
 
-    def extra_train_logs(self, batch):
+    def logs(self):
         d, y = self._dom
-        return {"train/dom_acc": ((d > 0).float() == y).float().mean()}
+        return {"lambda": self.lambda_p, "dom_acc": ((d > 0).float() == y).float().mean()}

@@ -35,14 +35,15 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from dann.data.datamodule import DeviceSplit
+from dann.errors import ConfigError
 from dann.methods.base import DOMAINS
 from dann.methods.source_only import SourceOnly
-from dann.speed import one_blas_thread
+from dann.blas import one_blas_thread
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("last_step", "oracle")
+SELECTIONS = ("last", "oracle")
+LEGACY_SELECTIONS = {"last_step": "last"}  # the name older configs use for `last`
 
 
 @dataclass
@@ -119,8 +120,8 @@ class SA(SourceOnly):
     """Source-only training, then subspace alignment of penultimate features at test time.
 
     Args (beyond :class:`DAMethod`'s):
-        sa_dim: subspace size ``d`` for ``select="last_step"`` (clipped to the feature size).
-        select: ``"last_step"`` (no target label is read) or ``"oracle"`` (best ``d`` of
+        sa_dim: subspace size ``d`` for ``select="last"`` (clipped to the feature size).
+        select: ``"last"`` (no target label is read) or ``"oracle"`` (best ``d`` of
             ``sa_dims`` on target test labels, the paper's protocol).
         sa_dims: candidate sizes for the oracle.
         sa_max_samples: at most this many training points per domain (seeded) for PCA and
@@ -129,20 +130,26 @@ class SA(SourceOnly):
         sa_seed: seed of the subsample.
     """
 
-    def __init__(self, *args: Any, sa_dim: int = 50, select: str = "last_step", sa_dims: Sequence[int] | None = None,
+    def __init__(self, *args: Any, sa_dim: int = 50, select: str = "last", sa_dims: Sequence[int] | None = None,
                  sa_max_samples: int = 20000, sa_standardize: bool = True, sa_seed: int = 0, **kwargs: Any):
-        if select not in SELECTIONS:
-            raise ValueError(f"method.select={select!r} is unknown; allowed: {', '.join(SELECTIONS)}")
-        if select == "oracle" and not sa_dims:
-            raise ValueError("method.select=oracle needs method.sa_dims, the list of subspace sizes to try")
-        if int(sa_dim) < 1 or any(int(d) < 1 for d in (sa_dims or [])):
-            raise ValueError(f"subspace sizes must be >= 1; got sa_dim={sa_dim}, sa_dims={sa_dims}")
+        select = LEGACY_SELECTIONS.get(select, select)
+        self.check_options(sa_dim=sa_dim, select=select, sa_dims=sa_dims)
         super().__init__(*args, **kwargs)
         self.sa_dim, self.select = int(sa_dim), select
         self.sa_dims = [int(d) for d in sa_dims] if sa_dims else []
         self.sa_max_samples, self.sa_standardize, self.sa_seed = int(sa_max_samples), bool(sa_standardize), sa_seed
         #: after testing: {"dim", "tgt_acc", "src_acc", "by_dim": {d: target acc}}
         self.sa_result: dict[str, Any] | None = None
+
+    @classmethod
+    def check_options(cls, sa_dim: int, select: str, sa_dims: Sequence[int] | None, **_: Any) -> None:
+        select = LEGACY_SELECTIONS.get(select, select)
+        if select not in SELECTIONS:
+            raise ConfigError(f"method.select={select!r} is unknown; allowed: {', '.join(SELECTIONS)}")
+        if select == "oracle" and not sa_dims:
+            raise ConfigError("method.select=oracle needs method.sa_dims, the list of subspace sizes to try")
+        if int(sa_dim) < 1 or any(int(d) < 1 for d in (sa_dims or [])):
+            raise ConfigError(f"subspace sizes must be >= 1; got method.sa_dim={sa_dim}, method.sa_dims={sa_dims}")
 
     def record_extras(self) -> dict[str, Any]:
         """Fields for the results record: the model-selection rule (and SA's ``d``)."""
@@ -158,33 +165,19 @@ class SA(SourceOnly):
             raise TypeError("SA takes the input of the label predictor's last nn.Linear; the classifier has none")
         return lin[-1]
 
-    @torch.no_grad()
-    def penultimate(self, split: DeviceSplit, idx: np.ndarray | None = None, batch: int = 1024) -> np.ndarray:
+    def penultimate(self, split, idx: np.ndarray | None = None) -> np.ndarray:
         """Input of the label predictor's last linear layer for ``split`` (rows ``idx``), eval mode."""
-        grabbed: list[torch.Tensor] = []
-        hook = self._last_linear().register_forward_pre_hook(lambda mod, inp: grabbed.append(inp[0].detach()))
-        was_training = self.training
-        self.eval()
-        try:
-            n = len(split) if idx is None else len(idx)
-            for a in range(0, n, batch):
-                rows = slice(a, a + batch) if idx is None else torch.as_tensor(idx[a:a + batch], device=split.x.device)
-                self(split.inputs(rows).to(self.device))
-        finally:
-            hook.remove()
-            self.train(was_training)
-        return torch.cat(grabbed).double().cpu().numpy()
+        return self.embed(split, idx, layer=self._last_linear())
 
     # -- SA at test time -------------------------------------------------------------
     def fit_sa(self) -> dict[str, Any]:
         """Compute SA's target accuracy with the current network; stored in ``self.sa_result``."""
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "tgt_test"):
-            raise RuntimeError("SA needs the pair datamodule: call trainer.test(model, datamodule=dm)")
-        i_s = subsample(len(dm.src_train), self.sa_max_samples, self.sa_seed)
-        i_t = subsample(len(dm.tgt_train), self.sa_max_samples, self.sa_seed + 1)
-        fs, ft = self.penultimate(dm.src_train, i_s), self.penultimate(dm.tgt_train, i_t)
-        ys = dm.src_train.y[torch.as_tensor(i_s, device=dm.src_train.y.device)].cpu().numpy()
+        src_train, tgt_train = self.domain_split("src", "train"), self.domain_split("tgt", "train")
+        src_test, tgt_test = self.domain_split("src", "test"), self.domain_split("tgt", "test")
+        i_s = subsample(len(src_train), self.sa_max_samples, self.sa_seed)
+        i_t = subsample(len(tgt_train), self.sa_max_samples, self.sa_seed + 1)
+        fs, ft = self.penultimate(src_train, i_s), self.penultimate(tgt_train, i_t)
+        ys = src_train.y[torch.as_tensor(i_s, device=src_train.y.device)].cpu().numpy()
         k = fs.shape[1]
         cap = min(k, len(fs) - 1, len(ft) - 1)
         dims = self.sa_dims if self.select == "oracle" else [self.sa_dim]
@@ -192,13 +185,13 @@ class SA(SourceOnly):
             log.warning("SA: subspace sizes %s clipped to %d (feature size %d)", dims, cap, k)
         dims = sorted({min(d, cap) for d in dims})
         align = fit_alignment(fs, ft, max(dims), self.sa_standardize)
-        f_src_test, y_src_test = self.penultimate(dm.src_test), dm.src_test.y.cpu().numpy()
-        f_tgt_test = self.penultimate(dm.tgt_test)
+        f_src_test, y_src_test = self.penultimate(src_test), src_test.y.cpu().numpy()
+        f_tgt_test = self.penultimate(tgt_test)
         by_dim, best = {}, None
         for d in dims:
             clf = fit_linear(align.source(fs, d), ys)
             # Target labels are read here only to report the accuracy (and, for the oracle, to pick d).
-            acc = float(clf.score(align.target(f_tgt_test, d), dm.tgt_test.y.cpu().numpy()))
+            acc = float(clf.score(align.target(f_tgt_test, d), tgt_test.y.cpu().numpy()))
             by_dim[d] = acc
             if best is None or acc > best[1]:
                 best = (d, acc, float(clf.score(align.source(f_src_test, d), y_src_test)))

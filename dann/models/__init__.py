@@ -3,7 +3,7 @@
 Each network is three parts: ``features`` (the feature extractor G_f), ``classifier``
 (the label predictor G_y) and ``discriminator`` (the domain classifier G_d, one logit).
 Every method builds the same three, so source-only, DANN and train-on-target share the
-same network; only DANN trains the discriminator.
+same network; only the adversarial methods train a domain classifier.
 """
 
 from __future__ import annotations
@@ -22,6 +22,17 @@ class Nets:
     classifier: nn.Module
     discriminator: nn.Module
     feature_dim: int
+    arch: str = "mnist"
+    dropout: float = 0.5
+
+    def new_discriminator(self, in_dim: int | None = None) -> nn.Module:
+        """A fresh domain classifier of this architecture for inputs of size ``in_dim``
+        (default: the features), e.g. for CDAN's multilinear map."""
+        return build_discriminator(self.arch, in_dim or self.feature_dim, self.dropout)
+
+    def new_classifier(self, num_classes: int) -> nn.Module:
+        """A fresh label predictor of this architecture (e.g. MCD's second classifier)."""
+        return build_classifier(self.arch, self.feature_dim, num_classes, self.dropout)
 
 
 def _mlp(dims: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -81,12 +92,22 @@ def build_nets(arch: str, in_shape: tuple[int, ...], num_classes: int, hidden: i
     """Build the paper's network ``arch`` for inputs of shape ``in_shape`` (C,H,W or D)."""
     f = _features(arch, tuple(in_shape), hidden)
     d = feature_dim(f, tuple(in_shape))
-    if arch == "shallow":
-        cls, disc = nn.Linear(d, num_classes), nn.Linear(d, 1)
-    elif arch == "mnist":
-        cls, disc = _mlp([d, 100, 100, num_classes]), _mlp([d, 100, 1])
-    elif arch == "svhn":
-        cls, disc = _mlp([d, 3072, 2048, num_classes], dropout), _mlp([d, 1024, 1024, 1], dropout)
-    else:  # gtsrb
-        cls, disc = _mlp([d, 512, num_classes]), _mlp([d, 1024, 1024, 1])
-    return Nets(f, cls, disc, d)
+    # the label predictor first, then the domain classifier: the order of random initialisation
+    cls = build_classifier(arch, d, num_classes, dropout)
+    return Nets(f, cls, build_discriminator(arch, d, dropout), d, arch, dropout)
+
+
+def build_classifier(arch: str, in_dim: int, num_classes: int, dropout: float = 0.5) -> nn.Module:
+    """The label predictor G_y of ``arch`` (PAPER.md's layer lists)."""
+    return {"shallow": lambda: nn.Linear(in_dim, num_classes),
+            "mnist": lambda: _mlp([in_dim, 100, 100, num_classes]),
+            "svhn": lambda: _mlp([in_dim, 3072, 2048, num_classes], dropout),
+            "gtsrb": lambda: _mlp([in_dim, 512, num_classes])}[arch]()
+
+
+def build_discriminator(arch: str, in_dim: int, dropout: float = 0.5) -> nn.Module:
+    """The domain classifier G_d of ``arch``: one logit (PAPER.md's layer lists)."""
+    return {"shallow": lambda: nn.Linear(in_dim, 1),
+            "mnist": lambda: _mlp([in_dim, 100, 1]),
+            "svhn": lambda: _mlp([in_dim, 1024, 1024, 1], dropout),
+            "gtsrb": lambda: _mlp([in_dim, 1024, 1024, 1])}[arch]()

@@ -42,7 +42,7 @@ steps=()
 log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$out/summary.txt"; }
 secs() { python3 -c "import time; print(f'{time.time() - $1:.1f}')"; }
 now() { python3 -c "import time; print(time.time())"; }
-train() { python3 -m dann.train "$@" logger=csv trainer.enable_progress_bar=false; }
+train() { python3 -m dann.run.train "$@" logger=csv trainer.enable_progress_bar=false; }
 
 stage_setup() {
     if [ -d .whl ]; then
@@ -91,7 +91,7 @@ stage_sweep() {
         hydra.sweep.dir="$work/sweep" logger.wandb.enabled=false "${steps[@]}" >> "$out/logs.txt" 2>&1
     local rc=$?
     log "sweep: 4 methods x 3 seeds, pool.per_gpu=$K, rc $rc, $(secs "$t") s wall"
-    python3 -m dann.table "$work/sweep" --out "$out/sweep_table.md" >> "$out/summary.txt" 2>&1
+    python3 -m dann.report.table "$work/sweep" --out "$out/sweep_table.md" >> "$out/summary.txt" 2>&1
     tar czf "$out/sweep_runs.tar.gz" -C "$work" --exclude='*.ckpt' --exclude='wandb' sweep
 }
 

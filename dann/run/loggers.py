@@ -79,6 +79,22 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     return loggers
 
 
+def wandb_summary(record: dict[str, Any], figures: dict[str, Path]) -> None:
+    """Summary values W&B's tables and grouping need, and the figures as images."""
+    import sys
+
+    if "wandb" not in sys.modules:
+        return
+    import wandb
+
+    if wandb.run is None:
+        return
+    wandb.run.summary.update({**record["metrics"], "steps": record["steps"], "wall_time_s": record["wall_time_s"],
+                              "status": record["status"], "selection": record["selection"]})
+    if figures:
+        wandb.log({f"figures/{k}": wandb.Image(str(v)) for k, v in figures.items()})
+
+
 def finish_wandb() -> None:
     """Close the current W&B run, if any (each job of a multirun is its own run)."""
     import sys
@@ -107,7 +123,7 @@ def merge_csv(run_dir: Path) -> None:
     rows of an earlier attempt past the step it resumed from (work that was redone) are dropped."""
     import csv
 
-    from dann.results import atomic_write_text
+    from dann.records import atomic_write_text
 
     cur, prev = Path(run_dir) / "metrics.csv", Path(run_dir) / PREVIOUS_CSV
     if not prev.exists():

@@ -1,7 +1,8 @@
-"""Figures: decision boundaries on 2-D toy problems (the paper's Figure 2 style)."""
+"""Figures of a run: learning curves, decision boundaries on 2-D toy problems (the paper's Figure 2 style)."""
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,57 @@ def save_boundaries_side_by_side(runs: list[tuple[str, Path]], path: Path) -> Pa
         draw_boundary(ax, d, (d["xs"], d["ys"]), (d["xt"], d["yt"]), title)
     axes[0][0].legend(loc="lower left", fontsize=7)
     return save_fig(fig, path)
+
+
+def _read_curves(metrics_csv: Path) -> dict[str, tuple[list[int], list[float]]]:
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for row in csv.DictReader(Path(metrics_csv).open(newline="")):
+        step = int(row["step"])
+        for k, v in row.items():
+            if k not in ("step", "epoch") and v not in ("", None):
+                curves.setdefault(k, ([], []))
+                curves[k][0].append(step)
+                curves[k][1].append(float(v))
+    return curves
+
+
+def save_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Path | None:
+    """Accuracies (validation, and training ones such as DANN's domain accuracy), every other
+    logged training value (the method's loss terms), lambda and lr, over steps."""
+    curves = _read_curves(metrics_csv)
+    if not curves:
+        return None
+    plt = pyplot()
+    # every logged value finds its panel, so a new method's loss terms are drawn unasked
+    sched = [k for k in ("train/lambda", "train/lr") if k in curves]
+    acc = [k for k in curves if k.endswith("_acc") and k.split("/")[0] in ("val", "train")]
+    loss = [k for k in curves if k.startswith("train/") and k not in sched and k not in acc]
+    groups = [("accuracy", acc), ("loss", loss), ("schedules", sched)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, (name, keys) in zip(axes, groups):
+        for k in keys:
+            if k in curves:
+                xs, ys = curves[k]
+                ax.plot(xs, ys, label=k, marker="o" if k.startswith("val") else None, ms=3)
+        ax.set_xlabel("step")
+        ax.set_title(name)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+        if name == "schedules" and "train/lr" in curves:
+            ax.set_yscale("log")
+    fig.suptitle(title)
+    return save_fig(fig, path, dpi=100)
+
+
+def save_run_figures(model, dm, out: Path, title: str) -> dict[str, Path]:
+    """Learning curves for every run; decision boundaries for 2-D pairs."""
+    figs: dict[str, Path] = {}
+    if (out / "metrics.csv").exists():
+        p = save_learning_curves(out / "metrics.csv", out / "learning_curves.png", title=title)
+        if p:
+            figs["learning_curves"] = p
+    x = dm.split("src", "train").x
+    if x.dim() == 2 and x.shape[1] == 2:
+        figs["decision_boundary"] = save_decision_boundary(model, dm, out / "decision_boundary.png",
+                                                           title=title.split(", seed")[0])
+    return figs

@@ -1,6 +1,6 @@
 """``dann-table RUN_DIRS...``: finished runs as the paper's table (Ganin et al. 2016, Table 2).
 
-Every ``results.json`` under the given folders is read (:func:`dann.results.read_records`)
+Every ``results.json`` under the given folders is read (:func:`dann.records.read_records`)
 and grouped by (pair, method); runs chosen by another rule than the last step (e.g.
 SA's ``oracle``) form their own row, ``sa (oracle)``, so rules are never averaged together. A cell is ``mean ± std (n)`` over seeds (sample std, ddof=1),
 with the paper's number beside it, and for methods other than the two bounds the paper's
@@ -11,7 +11,7 @@ Runs of one pair whose protocols differ (their ``config`` minus :data:`PROTOCOL_
 another ``trainer.max_steps``) are not averaged together: the pair's column is split by the
 differing keys, ``mnist_mnistm [trainer.max_steps=8000]``, and a method's row likewise by
 differing method options, ``sa [method.sa_dim=20]``; a note under the table says so.
-Each record's model-selection rule is its ``selection`` ("last_step" when absent); cells of
+Each record's model-selection rule is its ``selection`` ("last" when absent; older records say "last_step"); cells of
 runs selected otherwise (on target labels: ``oracle``) are marked ``{oracle}``.
 """
 
@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
-from dann.paper import METHODS as PAPER_METHODS
-from dann.paper import PAIRS as PAPER_PAIRS
-from dann.paper import PAPER_GAP, STAND_INS, gap_closed, paper_value
-from dann.results import atomic_write_text, read_records
+from dann.report.paper import METHODS as PAPER_METHODS
+from dann.report.paper import PAIRS as PAPER_PAIRS
+from dann.report.paper import PAPER_GAP, STAND_INS, gap_closed, paper_value
+from dann.records import atomic_write_text, read_records
 
 DEFAULT_METRIC = "test/tgt_acc"
-DEFAULT_SELECTION = "last_step"
+DEFAULT_SELECTION = "last"
+LEGACY_SELECTIONS = {"last_step": "last"}  # the name older records use for `last`
 ORACLE_SELECTIONS = ("oracle",)  # selection rules that read target test labels
 BOUNDS = ("source_only", "target_only")
 
@@ -86,7 +87,7 @@ class Cell:
 
     @property
     def selection(self) -> str:
-        """The rules used, e.g. "last_step" or "oracle" or "last_step+oracle" (mixed)."""
+        """The rules used, e.g. "last" or "oracle" or "last+oracle" (mixed)."""
         return "+".join(sorted(set(self.selections)))
 
     @property
@@ -288,7 +289,8 @@ class Run(NamedTuple):
 
     @property
     def row(self) -> Row:
-        return Row(str(self.record["method"]), str(self.record.get("selection") or DEFAULT_SELECTION))
+        sel = str(self.record.get("selection") or DEFAULT_SELECTION)
+        return Row(str(self.record["method"]), LEGACY_SELECTIONS.get(sel, sel))
 
 
 def split(runs: list[Run], which: Callable[[str], bool], what: str) -> tuple[dict[Settings, list[Run]], list[str]]:
@@ -381,7 +383,8 @@ def cell_text(t: Table, pair: str, method: str, pm: str = "±") -> str:
         pg = t.paper_gap(pair, method)
         parts.append(f"gap {g:.1f}%" + (f" [paper {pg:.1f}%]" if pg is not None else ""))
     if c is not None and c.oracle:
-        parts.append("{" + c.selection.replace(DEFAULT_SELECTION, "last step") + "}")
+        parts.append("{" + "+".join("last step" if x == DEFAULT_SELECTION else x
+                                    for x in sorted(set(c.selections))) + "}")
     return " ".join(parts)
 
 
@@ -473,7 +476,7 @@ RENDER = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}
 
 def save_png(t: Table, path: str | Path) -> Path:
     """Grouped bars per pair: ours (mean ± std, solid) beside the paper's (hatched), per method."""
-    from dann.plots import pyplot, save_fig
+    from dann.report.figures import pyplot, save_fig
 
     plt = pyplot()
 
@@ -543,7 +546,7 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
     data, missing = curves(t)
     if not data:
         return None, missing
-    from dann.plots import pyplot, save_fig
+    from dann.report.figures import pyplot, save_fig
 
     plt = pyplot()
     pairs = [p for p in t.pairs if any(k[0] == p for k in data)]
@@ -605,11 +608,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(d).exists():
             print(f"dann-table: warning: {d} does not exist", file=sys.stderr)
     if a.wandb:
-        from dann.wandb_offline import api_records
+        from dann.report.wandb_offline import api_records
 
         records, bad = api_records(a.wandb, a.group)
     elif a.wandb_dir:
-        from dann.wandb_offline import offline_records
+        from dann.report.wandb_offline import offline_records
 
         records, bad = offline_records(a.wandb_dir)
     elif a.run_dirs:
@@ -646,7 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def selection_study(records: list[dict[str, Any]], out: str | None, png: str | None) -> int:
     """``--selection-study``: print (and write) the study of every rule over the runs' evaluations."""
-    from dann import selection_study as study
+    from dann.selection import study
 
     s = study.build_study(records)
     if not s.groups:

@@ -14,7 +14,10 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from dann.selection.probe import SelectionProbe
 
 LAST_CKPT = "last.ckpt"
 
@@ -199,3 +202,24 @@ class SaveOnSignal(pl.Callback):
 
     def on_train_end(self, trainer, module) -> None:
         self._restore()
+
+
+def build_callbacks(cfg, out: Path, ckpt_dir: Path, num_classes: int) -> tuple[list[pl.Callback], CollapseWatch]:
+    """The callbacks of every run: guards, signal checkpoints, RNG state, periodic checkpoints
+    and the selection probe. Returns them and the collapse watch (its finding goes in the record)."""
+    every = int(cfg.checkpoint.every_n_steps)
+    collapse = CollapseWatch(num_classes)
+    cbs: list[pl.Callback] = [
+        FiniteLossGuard(cfg.trainer.get("log_every_n_steps", 50), every, ckpt_dir),
+        collapse,
+        SaveOnSignal(ckpt_dir),
+        RNGState(),
+        # last.ckpt always; with checkpoint.keep_all also step=NNNNNN.ckpt for every checkpointed step
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step={step:06d}", auto_insert_metric_name=False,
+                        every_n_train_steps=every, save_top_k=-1 if cfg.checkpoint.get("keep_all") else 0,
+                        save_last=True, enable_version_counter=False),
+    ]
+    probe = cfg.get("probe") or {}
+    if probe.get("enabled", False):
+        cbs.append(SelectionProbe(out, samples=int(probe.get("samples", 2000))))
+    return cbs, collapse

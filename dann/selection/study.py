@@ -26,7 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dann.selection import RULES, Rule, oriented, record_evaluations, select
+from dann.selection.evaluations import record_evaluations
+from dann.selection.rules import RULES, Rule, oriented, select
 
 ORACLE_LABEL = "oracle (target labels)"
 
@@ -144,7 +145,7 @@ def render_markdown(s: Study) -> str:
 
 def save_png(s: Study, path: str | Path) -> Path:
     """Bars: the target accuracy each rule picks, per (pair, method), oracle hatched."""
-    from dann.plots import pyplot, save_fig
+    from dann.report.figures import pyplot, save_fig
 
     plt = pyplot()
 

@@ -1,0 +1,95 @@
+"""The builder: a config (or a finished run's record) -> its datamodule and method.
+
+Training, evaluation (``scripts/evaluate.py``), rescoring (``dann-select``) and t-SNE
+(``scripts/tsne.py``) all build a run's parts here, so they are built the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dann.config import method_class, method_options
+from dann.data.custom import register_custom_domains
+from dann.data.datamodule import DeviceSplit, DomainPairDataModule, harmonise
+from dann.data.domains import Split, get_domain, load_split
+from dann.methods.base import DAMethod
+from dann.models import build_nets
+
+
+def build_datamodule(cfg: DictConfig) -> DomainPairDataModule:
+    p = cfg.pair
+    return DomainPairDataModule(
+        source=p.source, target=p.target, root=cfg.data.root, batch_size=cfg.data.batch_size // 2,
+        eval_batch_size=cfg.data.eval_batch_size, channels=p.get("channels"), image_size=p.get("image_size"),
+        seed=cfg.seed, fit=p.get("fit", "resize"), src_val=cfg.data.get("src_val", 0),
+        mean_of=cfg.data.get("mean_of", "pooled"),
+    )
+
+
+def build_method(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> DAMethod:
+    """The method ``cfg.method`` names (``_target_``) with its options, on the pair's network."""
+    m = cfg.model
+    nets = build_nets(m.arch, input_shape, num_classes, hidden=m.get("hidden", 15), dropout=m.get("dropout", 0.5))
+    o = cfg.optim
+    method = OmegaConf.to_container(cfg.method, resolve=True)
+    cls = method_class(method)
+    options = method_options(method)
+    if "_target_" not in method:  # a record written before methods were named by class
+        options = {k: v for k, v in options.items() if k in cls.option_defaults()}
+    return cls(nets, num_classes=num_classes, max_steps=cfg.trainer.max_steps, lr=o.lr, momentum=o.momentum,
+               weight_decay=o.weight_decay, anneal=o.anneal, alpha=o.alpha, beta=o.beta,
+               fused_optimizer=o.get("fused", False), **options)
+
+
+def run_record(run_dir: Path) -> dict[str, Any]:
+    """A finished run's results record; exits with a message if it or the final checkpoint is missing."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.json").is_file():
+        raise SystemExit(f"{run_dir}: no results.json (give the directory of a finished run)")
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.exists():
+        raise SystemExit(f"{ckpt} not found: this needs the run's final checkpoint (checkpoint.keep=true)")
+    return json.loads((run_dir / "results.json").read_text())
+
+
+def load_run(run_dir: Path, root: Path | None = None, rec: dict[str, Any] | None = None
+             ) -> tuple[dict[str, Any], Any, Any]:
+    """A finished run's (record, datamodule set up for test, model with its final weights):
+    the run's own config (its custom domains registered) rebuilds both; ``root``: the data
+    root to read the domains from instead of the run's ``data.root``; ``rec``: the record, if
+    already read with :func:`run_record`."""
+    rec = rec if rec is not None else run_record(run_dir)
+    ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"
+    cfg = OmegaConf.create(rec["config"])
+    if root is not None:
+        cfg.data.root = str(root)
+    register_custom_domains(cfg.get("domains"))
+    dm = build_datamodule(cfg)
+    dm.setup("test")
+    model = build_method(cfg, dm.input_shape, dm.num_classes)
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    model.eval()
+    return rec, dm, model
+
+
+def domain_split(dm, domain: str, split: str = "test"):
+    """Split ``split`` (train | test | all) of ``domain`` as the run ``dm`` belongs to feeds its
+    network: the same channels, size and fit, minus the run's mean (not the domain's own)."""
+    d = get_domain(domain)  # an unknown name: KeyError listing the registered domains
+    if d.num_classes != dm.num_classes:
+        raise ValueError(f"domain {domain} has {d.num_classes} classes; the run's network predicts "
+                         f"{dm.num_classes} ({dm.source} -> {dm.target})")
+    if split not in ("train", "test", "all"):
+        raise ValueError(f"split={split!r}: allowed train, test, all")
+    parts = [load_split(domain, s, dm.root) for s in (("train", "test") if split == "all" else (split,))]
+    s = Split(torch.cat([p.x for p in parts]), torch.cat([p.y for p in parts]))
+    x = harmonise(s.x, dm.channels, dm.image_size, fit=dm.fit)
+    if tuple(x.shape[1:]) != tuple(dm.input_shape):
+        raise ValueError(f"domain {domain}'s inputs are {tuple(x.shape[1:])}, the network takes "
+                         f"{tuple(dm.input_shape)}: this run's pair does not set channels/image_size to convert them")
+    return DeviceSplit(x, s.y, dm.src_test.mean)

@@ -1,0 +1,157 @@
+"""``train(cfg)``: compose a run from its config, fit, test, record.
+
+The CLI (``dann-train``), the tests and the sweeps all call this one function. It composes
+(:mod:`dann.run.build`), fits and tests with Lightning, and writes the record; everything
+else it calls by name: the callbacks (:func:`dann.run.callbacks.build_callbacks`), the
+loggers, the final label-free scores, the figures and the W&B summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+from dann.config import CONF_DIR, validate
+from dann.data.custom import register_custom_domains
+from dann.records import git_commit, write_record
+from dann.report.features import pad_score
+from dann.report.figures import save_run_figures
+from dann.run.build import build_datamodule, build_method
+from dann.run.callbacks import LAST_CKPT, build_callbacks, signalled
+from dann.run.launch import in_device_slot, pool_size
+from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv, wandb_summary
+from dann.run.speed import apply_speed, speed_options
+from dann.selection import final_scores, read_evaluations, selected_model
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXPERIMENT = "two_moons"
+
+
+def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
+    """``resume=auto``: the run dir's ``checkpoints/last.ckpt`` if it exists; a path: that file."""
+    r = cfg.get("resume")
+    if r is None:
+        return None
+    if r == "auto":
+        last = ckpt_dir / LAST_CKPT
+        return str(last) if last.exists() else None
+    if not Path(r).is_file():
+        raise FileNotFoundError(f"resume={r!r}: no such checkpoint file")
+    return str(r)
+
+
+def make_record(cfg: DictConfig, status: str, steps: int, metrics: dict[str, float], t0: float, commit: str | None,
+                **extra: Any) -> dict:
+    """The run's ``results.json`` (README "Record format")."""
+    return {
+        "pair": cfg.pair.name, "method": cfg.method.name, "seed": int(cfg.seed), "status": status,
+        "source": cfg.pair.source, "target": cfg.pair.target, "selection": "last",
+        "config": OmegaConf.to_container(cfg, resolve=True), "git_commit": commit,
+        "steps": int(steps), "metrics": metrics, "wall_time_s": round(time.time() - t0, 3),
+        "started_at": datetime.fromtimestamp(t0).isoformat(), "finished_at": datetime.now().isoformat(),
+        "host": socket.gethostname(), "pid": os.getpid(), **extra,
+    }
+
+
+def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
+    """Train one run described by ``cfg``; write ``results.json`` in ``cfg.output_dir``.
+
+    Returns the results record (its ``metrics`` hold ``test/src_acc`` and ``test/tgt_acc``).
+    A run that fails (non-finite loss, error) or is interrupted (SIGTERM/SIGINT) still writes
+    its record, with ``status`` "failed" or "interrupted", then re-raises.
+    """
+    t0 = time.time()
+    commit = git_commit()  # of the code the run starts with (the tree may move on during a long run)
+    register_custom_domains(cfg.get("domains"))
+    validate(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = out / "checkpoints"
+    ckpt_path = resume_path(cfg, ckpt_dir)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("deterministic"):
+        torch.use_deterministic_algorithms(True, warn_only=False)
+    dm = build_datamodule(cfg)
+    dm.prepare()
+    model = build_method(cfg, dm.input_shape, dm.num_classes)
+    apply_speed(model, **speed_options(cfg))
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    cbs, collapse = build_callbacks(cfg, out, ckpt_dir, dm.num_classes)
+    if ckpt_path:
+        set_aside_csv(out)
+    trainer = pl.Trainer(**tcfg, logger=build_loggers(cfg, out), default_root_dir=str(out),
+                         callbacks=[*cbs, *(callbacks or [])])
+    steps = lambda: int(trainer.global_step)  # noqa: E731
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        # one dict per evaluation dataloader (source, target): merge them
+        metrics = {k: float(v) for d in trainer.test(model, datamodule=dm, verbose=False) for k, v in d.items()}
+        selected = None
+        if trainer.is_global_zero:
+            metrics.update(pad_score(model, dm))
+            evals = read_evaluations(out)
+            metrics.update(final_scores(evals))
+            selected = selected_model(evals, cfg.get("selection", "last"), int((cfg.get("probe") or {}).get("last_k", 5)))
+        record = make_record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
+                             resumed_from=ckpt_path, selected=selected, collapsed_at_step=collapse.collapsed_at_step,
+                             **model.record_extras())
+        if trainer.is_global_zero:
+            write_record(out, record)
+            if not cfg.checkpoint.keep:
+                shutil.rmtree(ckpt_dir, ignore_errors=True)
+            merge_csv(out)
+            figures = save_run_figures(model, dm, out, title=f"{cfg.method.name} on {cfg.pair.name}, seed {cfg.seed}")
+            wandb_summary(record, figures)
+            log.info("%s on %s seed %d: src %.4f tgt %.4f (%.1f s)", cfg.method.name, cfg.pair.name, cfg.seed,
+                     metrics.get("test/src_acc", float("nan")), metrics.get("test/tgt_acc", float("nan")),
+                     record["wall_time_s"])
+        return record
+    except BaseException as e:
+        # Lightning turns SIGINT into sys.exit(1): ask the signal callback what really happened.
+        interrupted = isinstance(e, (SIGTERMException, KeyboardInterrupt)) or signalled(trainer)
+        status = "interrupted" if interrupted else "failed"
+        if trainer.is_global_zero:
+            last = ckpt_dir / LAST_CKPT
+            write_record(out, make_record(cfg, status, steps(), {}, t0, commit, error=f"{type(e).__name__}: {e}",
+                                          last_checkpoint=str(last) if last.exists() else None,
+                                          resumed_from=ckpt_path, **model.record_extras()))
+        log.error("%s on %s seed %d %s at step %d: %s", cfg.method.name, cfg.pair.name, cfg.seed, status,
+                  steps(), e)
+        raise
+    finally:
+        merge_csv(out)
+        finish_wandb()
+
+
+OmegaConf.register_new_resolver("dann_pool_size", pool_size, replace=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float:
+    record = in_device_slot(cfg, train)
+    return record["metrics"].get(cfg.get("objective", "test/src_acc"), float("nan"))
+
+
+def cli() -> None:
+    """``dann-train``: with no arguments, the default experiment (two moons, source-only vs DANN)."""
+    if len(sys.argv) == 1:
+        sys.argv.append(f"experiment={DEFAULT_EXPERIMENT}")
+    main()
+
+
+if __name__ == "__main__":
+    cli()

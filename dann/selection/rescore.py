@@ -1,0 +1,88 @@
+"""``dann-select rescore RUN_DIR...``: score every kept checkpoint of finished runs afterwards."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import json
+
+import torch
+from omegaconf import OmegaConf
+
+from dann.data.custom import register_custom_domains
+from dann.run.build import build_datamodule, build_method
+from dann.selection.evaluations import EVALS_FILE, _line
+from dann.selection.validators import evaluate
+
+
+def checkpoint_steps(run_dir: Path) -> list[tuple[int, Path]]:
+    """``checkpoints/step=NNNNNN.ckpt`` files of a run (``checkpoint.keep_all=true``), by step."""
+    out = []
+    for p in (run_dir / "checkpoints").glob("step=*.ckpt"):
+        try:
+            out.append((int(p.stem.split("=")[1]), p))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def rescore(run_dir: str | Path, samples: int = 2000, seed: int = 0,
+            progress: Callable[[Any], Any] | None = None) -> list[dict[str, Any]]:
+    """Score every kept checkpoint of a finished run and (re)write its ``evaluations.jsonl``.
+
+    The run must have been trained with ``checkpoint.keep_all=true``; its config comes from
+    its ``results.json``. The file is written whole to a temporary name, then renamed.
+    """
+    run_dir = Path(run_dir)
+    rec_path = run_dir / "results.json"
+    if not rec_path.exists():
+        raise FileNotFoundError(f"{rec_path} does not exist: rescore needs a run folder with its results.json")
+    cfg = OmegaConf.create(json.loads(rec_path.read_text())["config"])
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        raise FileNotFoundError(f"no checkpoints/step=*.ckpt in {run_dir}: train with checkpoint.keep_all=true "
+                                f"to rescore afterwards")
+    register_custom_domains(cfg.get("domains"))
+    dm = build_datamodule(cfg)
+    dm.setup("fit")
+    model = build_method(cfg, dm.input_shape, dm.num_classes)
+    rows = []
+    for step, path in (progress or (lambda x: x))(steps):
+        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        model.load_state_dict(state)
+        rows.append({"step": step, **evaluate(model, dm, samples, seed)})
+    tmp = run_dir / (EVALS_FILE + ".tmp")
+    tmp.write_text("".join(_line(row) + "\n" for row in rows))
+    os.replace(tmp, run_dir / EVALS_FILE)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``dann-select rescore RUN_DIR...``: score every kept checkpoint of finished runs."""
+    import argparse
+
+    from tqdm import tqdm
+
+    ap = argparse.ArgumentParser(prog="dann-select", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("rescore", help="(re)write evaluations.jsonl of runs trained with checkpoint.keep_all=true")
+    r.add_argument("run_dirs", nargs="+")
+    r.add_argument("--samples", type=int, default=2000, help="target/source training samples the scores use")
+    a = ap.parse_args(argv)
+    failed = 0
+    for d in a.run_dirs:
+        try:
+            rows = rescore(d, a.samples, progress=lambda xs: tqdm(xs, desc=str(d), unit="ckpt"))
+        except (FileNotFoundError, ValueError) as e:
+            print(f"dann-select: {d}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{d}: {len(rows)} evaluations -> {Path(d) / EVALS_FILE}")
+    return 1 if failed else 0
+
+
+def cli() -> None:
+    sys.exit(main())

@@ -152,7 +152,7 @@ def test_a_method_is_one_file_and_one_yaml(tmp_path):
     assert rec["status"] == "finished" and rec["method"] == "mmd" and rec["steps"] == 20
     header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
     assert "train/mmd" in header and "train/cls" in header
-    table = subprocess.run([sys.executable, "-m", "dann.report.table", str(tmp_path / "runs")],
+    table = subprocess.run([sys.executable, "-m", "dann.report.cli", str(tmp_path / "runs")],
                            capture_output=True, text=True, env=env, timeout=300)
     assert table.returncode == 0, table.stderr
     assert any(line.startswith("| mmd ") for line in table.stdout.splitlines()), table.stdout

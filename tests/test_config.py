@@ -90,3 +90,45 @@ def test_paper_networks_have_no_batch_norm_and_dropout_only_in_svhn(arch, shape,
 def test_mnist_net_at_28px_has_the_papers_768_features():
     """The 28x28 variant PAPER.md names (pair.image_size=28): conv5 24 -> pool 12 -> conv5 8 -> pool 4: 48*4*4."""
     assert build_nets("mnist", (3, 28, 28), 10).feature_dim == 768
+
+
+@pytest.mark.parametrize("override, key", [
+    ("+model.hiden=20", "model.hiden"),
+    ("+pair.imagesize=28", "pair.imagesize"),
+    ("+lerning_rate=1", "lerning_rate"),
+    ("+method.gama=1", "method.gama"),
+    ("+trainer.max_step=20", "trainer.max_step"),
+    ("+optim.learning_rate=1", "optim.learning_rate"),
+    ("+data.batchsize=8", "data.batchsize"),
+    ("+probe.sample=8", "probe.sample"),
+    ("+checkpoint.every=8", "checkpoint.every"),
+    ("+logger.wandb.projet=x", "logger.wandb.projet"),
+    ("+speed.compil=true", "speed.compil"),
+    ("+pool.per_gpus=2", "pool.per_gpus"),
+    ("seed=-1", "seed=-1"),
+    ("trainer.max_steps=abc", "trainer.max_steps='abc'"),
+    ("method.gamma=abc", "method.gamma='abc'"),
+    ("model.arch=resnet", "model.arch='resnet'"),
+    ("pair.fit=stretch", "pair.fit='stretch'"),
+    ("method._target_=os.path.join", "is not a subclass of dann.methods.DAMethod"),
+    ("method._target_=dann.methods.nope.Nope", "cannot be imported"),
+])
+def test_every_group_refuses_unknown_keys_and_bad_values_before_data(tmp_path, override, key):
+    """One place validates each group: a typo anywhere is a ConfigError naming it (no data is read)."""
+    from dann.config import validate
+    from dann.errors import ConfigError
+
+    cfg = make_cfg(tmp_path, "pair=mnist_mnistm", "data.root=/nonexistent", override)
+    with pytest.raises(ConfigError) as e:
+        validate(cfg)
+    assert key in str(e.value)
+
+
+def test_every_shipped_pair_method_and_experiment_config_validates(tmp_path):
+    from dann.config import validate
+
+    for pair in PAIRS:
+        for method in METHOD_NAMES:
+            validate(make_cfg(tmp_path, f"pair={pair}", f"method={method}"))
+    for experiment in EXPERIMENTS:
+        validate(make_cfg(tmp_path, f"experiment={experiment}"))

@@ -84,7 +84,7 @@ def test_multirun_makes_one_wandb_run_per_job_and_table_from_wandb(tmp_path, cap
     env_out = multirun(tmp_path / "sw", "logger=default", "method=source_only,dann", "logger.wandb.group=unit_sweep",
                        "trainer.max_steps=100", "trainer.val_check_interval=100")
     assert env_out.returncode == 0, env_out.stderr[-3000:]
-    from dann.report.table import main as table
+    from dann.report.cli import main as table
     from dann.report.wandb_offline import offline_records, read_offline_run
 
     runs = sorted((tmp_path / "sw").rglob("offline-run-*"))

@@ -9,7 +9,6 @@ import pytest
 import pytorch_lightning as pl
 
 from dann.config import method_class
-from dann.methods import DAMethod
 from dann.methods.sa import SA
 from dann.methods.sa import fit_alignment, fit_linear
 from dann.models import build_nets

@@ -217,7 +217,7 @@ def study_runs(tmp_path):
 
 
 def test_table_select_rule_reports_the_picked_checkpoint(study_runs, capsys):
-    from dann.report.table import main as table
+    from dann.report.cli import main as table
 
     assert table([str(study_runs), "--select", "src_val"]) == 0
     out = capsys.readouterr().out
@@ -235,7 +235,7 @@ def test_table_select_rule_reports_the_picked_checkpoint(study_runs, capsys):
 
 def test_selection_study_regret_correlation_and_oracle_label(study_runs, capsys, tmp_path):
     from dann.selection.study import ORACLE_LABEL, build_study
-    from dann.report.table import main as table
+    from dann.report.cli import main as table
 
     png, md = tmp_path / "study.png", tmp_path / "study.md"
     assert table([str(study_runs), "--selection-study", "--png", str(png), "--out", str(md)]) == 0
@@ -254,3 +254,32 @@ def test_selection_study_regret_correlation_and_oracle_label(study_runs, capsys,
     assert all(x < 0 for x in src_val.rho_ckpt)
     assert math.isnan(src_val.rho_runs)  # a constant final score across runs ranks nothing
     assert any("source_only_s0" in w for w in study.without_evals)
+
+
+def test_a_validator_is_one_function(tmp_path):
+    """Registering one function adds its score to every evaluation and its rule to RULES."""
+    import torch
+
+    from dann.data import DomainPairDataModule
+    from dann.models import build_nets
+    from dann.methods.source_only import SourceOnly
+    from dann.selection import VALIDATORS, evaluate, rule_of, validator
+
+    @validator("max_prob", doc="highest mean top-1 probability on target (a test validator)")
+    def max_prob(v):
+        return float(v.tgt_probs.max(1).values.mean())
+
+    try:
+        dm = DomainPairDataModule("moons", "moons_rot35", root=tmp_path, batch_size=16, src_val=50)
+        dm.setup("fit")
+        model = SourceOnly(build_nets("shallow", (2,), 2), num_classes=2, max_steps=10)
+        row = evaluate(model, dm, samples=100)
+        assert 0.5 <= row["max_prob"] <= 1.0
+        evals = [{"step": 10, "tgt_acc": 0.6, "max_prob": 0.7}, {"step": 20, "tgt_acc": 0.8, "max_prob": 0.9},
+                 {"step": 30, "tgt_acc": 0.5, "max_prob": 0.8}]
+        assert rule_of("max_prob").score == "max_prob"
+        assert select(evals, "max_prob").step == 20
+    finally:
+        VALIDATORS.pop("max_prob", None)
+        from dann.selection.rules import RULES as R
+        R.pop("max_prob", None)

@@ -14,7 +14,8 @@ import pytest
 
 from dann.report.paper import PAPER, PAIRS, gap_closed
 from dann.records import write_record
-from dann.report.table import build_table, main
+from dann.report.cli import main
+from dann.report.table import build_table
 
 ACC = {  # (pair, method) -> target accuracy per seed
     ("mnist_mnistm", "source_only"): [0.55, 0.57, 0.56],
@@ -130,7 +131,7 @@ def test_latex_and_csv_parse(runs, capsys, tmp_path):
     for k, accs in ACC.items():
         assert float(by[k]["mean"]) == pytest.approx(statistics.mean(accs), abs=1e-6)
         assert int(by[k]["n"]) == len(accs)
-    assert by[ORACLE]["selection"] == "oracle" and by[("moons", "dann")]["selection"] == "last_step"
+    assert by[ORACLE]["selection"] == "oracle" and by[("moons", "dann")]["selection"] == "last"
     assert float(by[("mnist_mnistm", "dann")]["paper"]) == PAPER["dann"]["mnist_mnistm"]
     assert "failed_run" in err and "truncated_run" in err  # caveats on stderr, CSV stays clean
 
@@ -180,13 +181,12 @@ def test_no_readable_records_is_an_error(tmp_path, capsys):
     assert "no readable run records" in err and "1 unreadable" in err
 
 
-def test_script_wrapper_runs(runs):
-    script = Path(__file__).resolve().parent.parent / "scripts" / "table.py"
-    p = subprocess.run([sys.executable, str(script), str(runs), "--format", "csv"], capture_output=True, text=True,
-                       timeout=60)
+def test_module_entry_point_runs(runs):
+    p = subprocess.run([sys.executable, "-m", "dann.report.cli", str(runs), "--format", "csv"], capture_output=True,
+                       text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.startswith("pair,method,n,mean")
-    p = subprocess.run([sys.executable, str(script), str(runs / "nowhere")], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run([sys.executable, "-m", "dann.report.cli", str(runs / "nowhere")], capture_output=True,
+                       text=True, timeout=60)
     assert p.returncode == 2 and "does not exist" in p.stderr
 
 
@@ -362,7 +362,7 @@ def test_merge_averages_across_a_key_and_says_so(tmp_path, capsys):
 def test_curves_per_seed_mean_at_common_steps_and_runs_without_evaluations(tmp_path, capsys):
     import json
 
-    from dann.report.table import curves, mean_curve
+    from dann.report.table_figures import curves, mean_curve
 
     evals = {0: [(1000, 0.5), (2000, 0.6), (3000, 0.7)], 1: [(1000, 0.7), (2000, 0.8)]}  # seed 1 stopped early
     for seed, ev in evals.items():
@@ -394,3 +394,13 @@ def test_curves_without_any_evaluations_write_nothing_and_say_so(runs, capsys, t
     png = tmp_path / "curves.png"
     code, _, err = run(capsys, runs, "--curves", png)
     assert code == 0 and not png.exists() and "no curves written" in err
+
+
+def test_golden_the_committed_runs_give_the_committed_table():
+    """The redesign changes no result: dann-table over the committed MNIST->MNIST-M records prints
+    the committed table.md, digit for digit."""
+    exp = Path(__file__).resolve().parent.parent / "experiments" / "paper_table"
+    p = subprocess.run([sys.executable, "-m", "dann.report.cli", str(exp / "runs"), "--merge", "data.src_val"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == (exp / "table.md").read_text()

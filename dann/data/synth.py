@@ -585,16 +585,6 @@ def _perspective_coeffs_batch(dst: np.ndarray, src: np.ndarray) -> np.ndarray:
     return np.linalg.solve(A, b[..., None])[..., 0]
 
 
-def _perspective_coeffs(dst: np.ndarray, src: np.ndarray) -> tuple[float, ...]:
-    """PIL PERSPECTIVE data mapping output points ``dst`` (4x2) to input points ``src``."""
-    A, b = [], []
-    for (x, y), (u, v) in zip(dst, src):
-        A.append([x, y, 1, 0, 0, 0, -u * x, -u * y])
-        A.append([0, 0, 0, x, y, 1, -v * x, -v * y])
-        b += [u, v]
-    return tuple(np.linalg.solve(np.asarray(A, float), np.asarray(b, float)))
-
-
 _PALETTE = np.array([[90, 150, 220], [150, 190, 235], [120, 120, 125], [40, 40, 45], [15, 15, 20],
                      [70, 100, 50], [120, 100, 70], [215, 215, 210], [60, 70, 90]], np.float32)
 # scene-like colours: sky blues, greys, dark shadows, vegetation, earth, pale sky, dusk

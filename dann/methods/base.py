@@ -30,7 +30,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from dann.errors import ConfigError
-from dann.methods.schedules import adaptation_factor, lr_factor, progress
+from dann.methods.schedules import lr_factor, progress
 from dann.models import Nets
 
 DOMAINS = ("src", "tgt")

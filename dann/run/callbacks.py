@@ -62,14 +62,12 @@ class CollapseWatch(pl.Callback):
     """Flag a run whose label classifier falls back to chance after it had learnt, for good.
 
     DANN's adversarial game can diverge late in training: a loss spike kills the classifier's
-    ReLUs and its source loss sits at ln(K) for good (seen here once: DANN seed 0 on MNIST-M with
-    speed.channels_last=true, at step 10,599 of 15,000). The run still finishes, so nothing else
+    ReLUs and its source loss sits at ln(K) for good. The run still finishes, so nothing else
     would say so. On logging steps this reads ``train/cls`` (no extra host sync: logging reads it
     anyway); once it has been below ``learnt`` x ln(K), a stretch of ``patience`` logged values in
     a row at or above ``chance`` x ln(K), or such a stretch still going when training ends, is a
     collapse: its first step is kept as :attr:`collapsed_at_step` (it goes into the results
-    record) and a warning names it. A single spike that training recovers from is not one (seen:
-    DANN at 28 px, seed 1, train/cls 4.4 at step 5,200 and 0.22 fifty steps later; final .678).
+    record) and a warning names it. A single spike that training recovers from is not one.
     """
 
     def __init__(self, num_classes: int, learnt: float = 0.5, chance: float = 0.9, patience: int = 5):

@@ -120,9 +120,8 @@ def keep_freed_memory() -> str | None:
     glibc serves large allocations (over its mmap threshold, 128 KiB to 32 MiB) with fresh
     ``mmap`` pages and returns freed memory above its trim threshold to the OS. A training step
     of these nets allocates and frees tens of MB of activations and gradients, so every step the
-    kernel maps and zeroes the same pages again: on the 2-core CPU that was a fifth of the
-    framework's MNIST step (dann-bench, 300 steps: 81 -> 66 ms/step; system time 17 -> 3 s; minor
-    page faults 5.3 M -> 1.0 M). After this call large allocations come from the heap and freed
+    kernel maps and zeroes the same pages again (a fifth of a CPU step of the MNIST net:
+    experiments/notes/history.md). After this call large allocations come from the heap and freed
     memory stays in the process (up to 1 GiB above the heap top). Nothing computed changes; the
     process holds its peak memory until it exits.
 

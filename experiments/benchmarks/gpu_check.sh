@@ -87,11 +87,11 @@ stage_run() {
 
 stage_sweep() {
     local t; t=$(now)
-    train -m experiment=paper_table_mnist_mnistm_regen hydra/launcher=gpus pool.per_gpu="$K" \
+    train -m experiment=paper_table pair=mnist_mnistm_regen hydra/launcher=gpus pool.per_gpu="$K" \
         hydra.sweep.dir="$work/sweep" logger.wandb.enabled=false "${steps[@]}" >> "$out/logs.txt" 2>&1
     local rc=$?
     log "sweep: 4 methods x 3 seeds, pool.per_gpu=$K, rc $rc, $(secs "$t") s wall"
-    python3 -m dann.report.table "$work/sweep" --out "$out/sweep_table.md" >> "$out/summary.txt" 2>&1
+    python3 -m dann.report.cli "$work/sweep" --out "$out/sweep_table.md" >> "$out/summary.txt" 2>&1
     tar czf "$out/sweep_runs.tar.gz" -C "$work" --exclude='*.ckpt' --exclude='wandb' sweep
 }
 

@@ -1,0 +1,119 @@
+"""The table as text: markdown, LaTeX and CSV, with the notes under it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from dann.report.paper import STAND_INS
+from dann.report.table import DEFAULT_SELECTION, ORACLE_SELECTIONS, Table
+
+
+def fmt(x: float) -> str:
+    """Accuracies the paper's way: ``.7512`` (``1.000`` and negatives keep their sign)."""
+    s = f"{x:.4f}"
+    return s[1:] if s.startswith("0.") else ("-" + s[2:] if s.startswith("-0.") else s)
+
+
+def cell_text(t: Table, pair: str, method: str, pm: str = "±") -> str:
+    c = t.cells.get((pair, method))
+    paper, stand_in = t.paper(pair, method)
+    parts = ["—"] if c is None else [
+        f"{fmt(c.mean)} {pm} {fmt(c.std) if c.std is not None else '—'} ({c.n})"]
+    if paper is not None:
+        parts.append(f"[paper{'*' if stand_in else ''} {fmt(paper)}]")
+    g = t.gap(pair, method)
+    if g is not None:
+        pg = t.paper_gap(pair, method)
+        parts.append(f"gap {g:.1f}%" + (f" [paper {pg:.1f}%]" if pg is not None else ""))
+    if c is not None and c.oracle:
+        parts.append("{" + "+".join("last step" if x == DEFAULT_SELECTION else x
+                                    for x in sorted(set(c.selections))) + "}")
+    return " ".join(parts)
+
+
+def notes(t: Table) -> list[str]:
+    """Lines under the table: what the cells mean, then failed, skipped and unreadable runs."""
+    out = [f"Cells: {t.metric}, mean ± sample std (number of seeds) over finished runs."]
+    if t.compare_with_paper and any(t.paper(p, m)[0] is not None for p in t.pairs for m in t.methods):
+        out.append("[paper x]: Ganin et al. 2016, Table 2; gap: (method - source_only) / "
+                   "(target_only - source_only) from our own means in the same column (same pair and protocol).")
+        stand_ins = sorted({t.column(c).pair for c in t.pairs} & set(STAND_INS))
+        if stand_ins:
+            out.append("paper*: the paper's number for the original pair this regenerated domain stands in for ("
+                       + ", ".join(f"{p} -> {STAND_INS[p]}" for p in stand_ins) + ").")
+    if t.splits:
+        out.append("Runs of different protocols are not averaged: " + "; ".join(t.splits) + ".")
+    if t.merged:
+        out.append("On request (--merge), runs that differ in " + ", ".join(t.merged) + " ARE averaged together.")
+    marked = sorted(f"{m} on {p}: {c.selection}" for (p, m), c in t.cells.items() if c.oracle)
+    rules = sorted({x for c in t.cells.values() for x in c.selections} - {DEFAULT_SELECTION, *ORACLE_SELECTIONS})
+    out.append("Model selection: last step (the weights at the end of training) in every cell"
+               + (f", except rows named (rule), chosen by that label-free rule: {', '.join(rules)}" if rules else "")
+               + ("; except cells marked {oracle}, whose runs chose on target test labels: " + "; ".join(marked)
+                  if marked else "")
+               + ".")
+    if t.duplicates():
+        out.append("Warning: repeated seeds averaged as separate runs: " + "; ".join(t.duplicates()))
+    if t.collapsed:
+        out.append(f"Runs whose label classifier collapsed to chance during training (averaged: their last step is "
+                   f"what they produced): {len(t.collapsed)}")
+        out += [f"- {p}: at step {step}" for p, step in t.collapsed]
+    if t.failed:
+        out.append(f"Failed or unfinished runs (not averaged): {len(t.failed)}")
+        out += [f"- {r.get('_path', '?')}: status {r['status']}" + (f", error: {r['error']}" if r.get("error") else "")
+                for r in t.failed]
+    if t.skipped:
+        out.append(f"Finished runs without {t.metric} (not averaged): {len(t.skipped)}")
+        out += [f"- {p}: {why}" for p, why in t.skipped]
+    if t.unreadable:
+        out.append(f"Unreadable records (not averaged): {len(t.unreadable)}")
+        out += [f"- {p}: {why}" for p, why in t.unreadable]
+    return out
+
+
+def render_markdown(t: Table) -> str:
+    rows = ["| method | " + " | ".join(t.pairs) + " |", "|---" * (len(t.pairs) + 1) + "|"]
+    rows += [f"| {m} | " + " | ".join(cell_text(t, p, m) for p in t.pairs) + " |" for m in t.methods]
+    return "\n".join(rows) + "\n\n" + "\n".join(notes(t)) + "\n"
+
+
+def _tex(s: str) -> str:
+    """Escape LaTeX's special characters (our names and notes hold no backslash)."""
+    return re.sub(r"([&%_#{}$])", r"\\\1", s)
+
+
+def render_latex(t: Table) -> str:
+    lines = [r"\begin{tabular}{l" + "l" * len(t.pairs) + "}", r"\hline",
+             "method & " + " & ".join(_tex(p).replace("—", "--") for p in t.pairs) + r" \\", r"\hline"]
+    for m in t.methods:
+        cells = [_tex(cell_text(t, p, m, pm="±")).replace("±", r"$\pm$").replace("—", "--") for p in t.pairs]
+        lines.append(_tex(m).replace("—", "--") + " & " + " & ".join(cells) + r" \\")
+    lines += [r"\hline", r"\end{tabular}"]
+    return "\n".join(lines + ["% " + n.replace("\n", " ") for n in notes(t)]) + "\n"
+
+
+CSV_FIELDS = ("pair", "method", "n", "mean", "std", "seeds", "selection", "paper", "gap_closed_pct", "paper_gap_pct")
+
+
+def render_csv(t: Table) -> str:
+    """Long form, one row per (pair, method); failed/unreadable runs go to stderr, not here."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, CSV_FIELDS, lineterminator="\n")
+    w.writeheader()
+    for m in t.methods:
+        for p in t.pairs:
+            c = t.cells.get((p, m))
+            if c is None:
+                continue
+            paper, _ = t.paper(p, m)
+            g, pg = t.gap(p, m), t.paper_gap(p, m)
+            w.writerow({"pair": p, "method": m, "n": c.n, "mean": f"{c.mean:.6f}",
+                        "std": "" if c.std is None else f"{c.std:.6f}", "seeds": " ".join(map(str, c.seeds)),
+                        "selection": c.selection, "paper": "" if paper is None else paper,
+                        "gap_closed_pct": "" if g is None else f"{g:.2f}", "paper_gap_pct": "" if pg is None else pg})
+    return buf.getvalue()
+
+
+RENDER = {"markdown": render_markdown, "latex": render_latex, "csv": render_csv}

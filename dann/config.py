@@ -59,6 +59,16 @@ def method_class(method: Mapping[str, Any]) -> type[DAMethod]:
     return cls
 
 
+def check_method_name(method: Mapping[str, Any]) -> None:
+    """A built-in class keeps its yaml's name (``method.name=dan`` with DANN's class is a typo);
+    a class of your own may carry any name."""
+    target, name = method.get("_target_"), method.get("name")
+    for path in Path(CONF_DIR, "method").glob("*.yaml"):
+        if OmegaConf.load(path).get("_target_") == target and name != path.stem:
+            raise ConfigError(f"method.name={name!r} is not the name of {target}: expected {path.stem!r} "
+                              f"(choose a method with method=NAME; known: {', '.join(method_names())})")
+
+
 def method_options(method: Mapping[str, Any]) -> dict[str, Any]:
     """A method config's hyper-parameters: every key but ``_target_`` and ``name``."""
     return {k: v for k, v in method.items() if k not in ("_target_", "name")}
@@ -283,6 +293,7 @@ def validate(cfg: DictConfig) -> None:
     if not isinstance(method.get("name"), str):
         raise ConfigError(f"method.name={method.get('name')!r} is invalid: expected the method's name")
     method_class(method).validate_options(method_options(method))
+    check_method_name(method)
     obj = str(c.get("objective", ""))
     if obj.startswith("select/"):
         r = RULES.get(obj.split("/", 1)[1])

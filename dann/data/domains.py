@@ -42,6 +42,10 @@ class CorruptDataError(DataError):
     """An archive, image or array is truncated or malformed."""
 
 
+class UnsafeArchiveError(CorruptDataError):
+    """An archive member would land outside the folder it is extracted to, or is a device file."""
+
+
 @dataclass
 class Split:
     x: torch.Tensor

@@ -1,0 +1,220 @@
+"""Hostile and damaged inputs to the data layer, and its messages.
+
+* archives (tar, tar.gz, tar.xz, zip) whose members try to write outside the folder they are
+  extracted to: ``..``, absolute names, links leading out, hard links, device files;
+* caches whose tensors load but whose labels, dtypes or shapes are wrong;
+* missing-file messages that name every expected file;
+* mirrored downloads over real HTTP on 127.0.0.1 (404, bad checksum, oversized, refused);
+* MATLAB v5 and v7.3 (HDF5) ``.mat`` files;
+* ``dann-data list`` columns and states.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import io
+import socket
+import stat
+import struct
+import sys
+import tarfile
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.io import savemat
+from torchvision.datasets import SVHN
+
+from dann.data import download as dl
+from dann.data import real
+from dann.data.cli import cli
+from dann.data.domains import (REGISTRY, CorruptDataError, DataError, DatasetNotFoundError, Domain,
+                               Split, cache_path, load_split)
+
+
+@pytest.fixture(autouse=True)
+def _no_download(monkeypatch):
+    monkeypatch.delenv("DANN_DOWNLOAD", raising=False)
+    real._printed.clear()  # notices are printed once per process; tests check them
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# ------------------------------------------------------------------------------ A. archives
+def write_archive(path: Path, entries) -> Path:
+    """Write ``entries`` [(name, kind, data)] as a tar/tar.gz/tar.xz or zip, exactly as given.
+
+    kind: file (data: bytes), dir, symlink / hardlink (data: link target), chardev.
+    """
+    if path.name.endswith(".zip"):
+        modes = {"file": stat.S_IFREG | 0o644, "dir": stat.S_IFDIR | 0o755, "symlink": stat.S_IFLNK | 0o777,
+                 "chardev": stat.S_IFCHR | 0o644}
+        with zipfile.ZipFile(path, "w") as z:
+            for name, kind, data in entries:
+                info = zipfile.ZipInfo(name)
+                info.create_system = 3  # Unix: the high 16 bits of external_attr are st_mode
+                info.external_attr = modes[kind] << 16
+                z.writestr(info, data if isinstance(data, bytes) else (data or "").encode())
+        return path
+    compression = {".tar": "", ".gz": "gz", ".xz": "xz"}[path.suffix]
+    with tarfile.open(path, f"w:{compression}") as t:
+        for name, kind, data in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
+                         "chardev": tarfile.CHRTYPE}[kind]
+            if kind == "dir":
+                info.mode = 0o755
+            if kind in ("symlink", "hardlink"):
+                info.linkname = data
+            if kind == "chardev":
+                info.devmajor, info.devminor = 1, 3  # what /dev/null is
+            t.addfile(info)
+    return path
+
+
+KINDS = {"tar": "mnist_m.tar", "tar.gz": "mnist_m.tar.gz", "tar.xz": "mnist_m.tar.xz", "zip": "mnist_m.zip"}
+MARKER = "mnist_m_train_labels.txt"
+GOOD = [("mnist_m/", "dir", None), (f"mnist_m/{MARKER}", "file", b"00000000.png 1\n")]
+
+
+def attacks(tmp: Path) -> dict[str, tuple[list, str]]:
+    """Each attack: the hostile members (after GOOD ones) and the member the error must name.
+
+    The archive lies in ``tmp/root``; it is extracted below ``tmp/root``, so ``../../`` from
+    there and every absolute name below lead to ``tmp`` itself, outside the data root.
+    """
+    outside = tmp / "outside"
+    return {
+        "dotdot": ([("../../escaped.txt", "file", b"x")], "../../escaped.txt"),
+        "absolute": ([(str(tmp / "abs.txt"), "file", b"x")], str(tmp / "abs.txt")),
+        "symlink_abs": ([("mnist_m/link", "symlink", str(outside)), ("mnist_m/link/x.txt", "file", b"x")],
+                        "mnist_m/link"),
+        "symlink_rel": ([("mnist_m/link", "symlink", "../../../outside"), ("mnist_m/link/x.txt", "file", b"x")],
+                        "mnist_m/link"),
+        # points inside the temporary folder, but at the data root once the folder is moved into place
+        "symlink_up": ([("mnist_m/up", "symlink", "..")], "mnist_m/up"),
+        # each link stays inside when it is extracted; together they lead out: M -> s/.. -> ../..
+        "link_chain": ([("mnist_m/M", "symlink", "s/.."), ("mnist_m/s", "symlink", ".."),
+                        ("mnist_m/M/x.txt", "file", b"x")], "mnist_m/M/x.txt"),
+        "hardlink": ([("mnist_m/h", "hardlink", "../../outside/secret.txt"), ("mnist_m/h", "file", b"pwned")],
+                     "mnist_m/h"),
+        "device": ([("mnist_m/null", "chardev", None)], "mnist_m/null"),
+    }
+
+
+def snapshot(top: Path, skip: Path) -> dict[str, bytes | str]:
+    """Every path under ``top`` but outside ``skip``, with its content (or link target)."""
+    out = {}
+    for p in sorted(top.rglob("*")):
+        if p == skip or skip in p.parents:
+            continue
+        out[str(p)] = (f"-> {p.readlink()}" if p.is_symlink() else p.read_bytes() if p.is_file() else "dir")
+    return out
+
+
+CASES = [(k, a) for k in KINDS for a in ("dotdot", "absolute", "symlink_abs", "symlink_rel", "symlink_up",
+                                         "link_chain", "hardlink", "device")
+         if not (k == "zip" and a in ("symlink_up", "link_chain", "hardlink"))]  # zip has no links to follow
+
+
+@pytest.mark.parametrize("own_check_only", [False, True], ids=["with-stdlib-filter", "own-check-only"])
+@pytest.mark.parametrize("kind,attack", CASES)
+def test_hostile_archive_member_is_refused_and_nothing_leaves_the_root(tmp_path, monkeypatch, kind, attack,
+                                                                        own_check_only):
+    if own_check_only:  # what Python < 3.10.12 / 3.11.4 gets: no tarfile "data" filter, our check alone
+        monkeypatch.setattr(dl, "_TAR_FILTER", {})
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_bytes(b"secret")
+    members, culprit = attacks(tmp_path)[attack]
+    archive = write_archive(root / KINDS[kind], GOOD + members)
+    before = snapshot(tmp_path, root)
+
+    with pytest.raises(CorruptDataError) as e:
+        dl.extract(archive, root / "mnist_m", MARKER)
+    msg = str(e.value)
+    assert type(e.value).__name__ == "UnsafeArchiveError"
+    assert str(archive) in msg and repr(culprit) in msg, msg
+    assert snapshot(tmp_path, root) == before  # nothing written or changed outside the data root
+    assert sorted(p.name for p in root.iterdir()) == sorted([archive.name, ".mnist_m.extract.lock"])  # no
+    # partial folder, no target: a second run fails the same way
+    with pytest.raises(CorruptDataError, match="Refusing to extract"):
+        dl.extract(archive, root / "mnist_m", MARKER)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_benign_archives_of_every_kind_still_extract(tmp_path, kind):
+    entries = GOOD + [("mnist_m/mnist_m_train/", "dir", None), ("mnist_m/mnist_m_train/a.png", "file", b"png")]
+    if kind != "zip":  # a link that stays inside the extracted folder is fine
+        entries.append(("mnist_m/alias.txt", "symlink", MARKER))
+    archive = write_archive(tmp_path / KINDS[kind], entries)
+    target = dl.extract(archive, tmp_path / "mnist_m", MARKER)
+    assert (target / MARKER).read_bytes() == b"00000000.png 1\n" and (target / "mnist_m_train" / "a.png").is_file()
+    if kind != "zip":
+        assert (target / "alias.txt").read_bytes() == b"00000000.png 1\n"
+
+
+def test_mnist_m_tar_gz_traversal_through_load_split(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = write_archive(root / "mnist_m.tar.gz", GOOD + [("../../x.txt", "file", b"x")])
+    with pytest.raises(CorruptDataError, match=r"mnist_m\.tar\.gz.*'\.\./\.\./x\.txt'"):
+        load_split("mnist_m", "train", root)
+    assert not (tmp_path / "x.txt").exists() and not (root / "mnist_m").exists()
+    assert not any(cache_path(root, "mnist_m", s).exists() for s in ("train", "test"))
+    assert archive.exists()  # the user's file is kept, to inspect or delete
+
+
+def jpeg(w=64, h=48) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (200, 40, 40)).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def write_mnist_raw(raw: Path, monkeypatch) -> None:
+    """Tiny idx files in torchvision's MNIST layout, their md5 pinned in place of the originals'."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", 5), ("t10k", 3)):
+        x = np.full((n, 28, 28), 200, np.uint8)
+        files = {f"{prefix}-images-idx3-ubyte": struct.pack(">IIII", 0x803, n, 28, 28) + x.tobytes(),
+                 f"{prefix}-labels-idx1-ubyte": struct.pack(">II", 0x801, n) + bytes(range(n))}
+        for name, data in files.items():
+            (raw / name).write_bytes(data)
+            monkeypatch.setitem(real.MNIST_MD5, name, hashlib.md5(data).hexdigest())
+
+
+def test_bsds_archive_with_traversal_member_fails_mnist_m_regen(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "root"
+    write_mnist_raw(root / "MNIST" / "raw", monkeypatch)  # so that only the archive can make it fail
+    archive = write_archive(root / "BSDS500_train_images.tar",
+                            [("BSR/BSDS500/data/images/train/1.jpg", "file", jpeg()),
+                             ("../../evil.jpg", "file", jpeg())])
+    before = snapshot(tmp_path, root)
+    assert cli(["--root", str(root), "prepare", "mnist_m_regen"]) == 2
+    err = capsys.readouterr().err
+    assert str(archive) in err and "'../../evil.jpg'" in err, err
+    assert snapshot(tmp_path, root) == before and not (root / "BSR").exists()
+    assert not any(cache_path(root, "mnist_m_regen", s).exists() for s in ("train", "test"))
+    with pytest.raises(CorruptDataError, match="evil.jpg"):  # the Python API the same
+        load_split("mnist_m_regen", "test", root)
+
+
+def test_bsds_zip_archive_is_read_too(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    write_mnist_raw(root / "MNIST" / "raw", monkeypatch)
+    write_archive(root / "BSDS500_train_images.zip", [("BSR/BSDS500/data/images/train/1.jpg", "file", jpeg())])
+    s = load_split("mnist_m_regen", "test", root)
+    assert s.x.shape == (3, 3, 32, 32)

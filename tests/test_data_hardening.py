@@ -218,3 +218,66 @@ def test_bsds_zip_archive_is_read_too(tmp_path, monkeypatch):
     write_archive(root / "BSDS500_train_images.zip", [("BSR/BSDS500/data/images/train/1.jpg", "file", jpeg())])
     s = load_split("mnist_m_regen", "test", root)
     assert s.x.shape == (3, 3, 32, 32)
+
+
+# -------------------------------------------------------------------------------- B. caches
+@pytest.fixture
+def toy(monkeypatch):
+    """A cached 3-class domain whose builds are counted; ``fail`` makes the next build raise."""
+    state = {"builds": 0, "fail": False}
+
+    def build(root: Path, split: str) -> Split:
+        if state["fail"]:
+            raise DatasetNotFoundError("toy: raw files not found (the fixture's message)")
+        state["builds"] += 1
+        return Split(torch.arange(16, dtype=torch.uint8).reshape(4, 1, 2, 2), torch.tensor([0, 1, 2, 1]))
+
+    monkeypatch.setitem(REGISTRY, "hardening_toy", Domain("hardening_toy", 3, build))
+    return state
+
+
+TAMPER = {
+    "label 99": (lambda d: {**d, "y": torch.tensor([0, 1, 99, 1])}, "labels must lie in 0..2, found 0..99"),
+    "label -1": (lambda d: {**d, "y": torch.tensor([0, -1, 2, 1])}, "found -1..2"),
+    "float labels": (lambda d: {**d, "y": d["y"].float()}, "torch.float32"),
+    "int32 images": (lambda d: {**d, "x": d["x"].int()}, "torch.int32"),
+    "rows differ": (lambda d: {**d, "x": d["x"][:3]}, "3 rows"),
+    "2-d labels": (lambda d: {**d, "y": d["y"][:, None]}, "(4, 1)"),
+    "not tensors": (lambda d: {"x": d["x"].tolist(), "y": d["y"]}, "tensors"),
+}
+
+
+@pytest.mark.parametrize("case", TAMPER)
+def test_tampered_cache_is_moved_aside_and_rebuilt(tmp_path, toy, capsys, case):
+    tamper, why = TAMPER[case]
+    good = load_split("hardening_toy", "train", tmp_path)
+    path = cache_path(tmp_path, "hardening_toy", "train")
+    torch.save(tamper({"x": good.x, "y": good.y}), path)
+    s = load_split("hardening_toy", "train", tmp_path)
+    assert s.y.tolist() == [0, 1, 2, 1] and torch.equal(s.x, good.x) and toy["builds"] == 2
+    out = capsys.readouterr().out
+    assert str(path) in out and why in out and "rebuilding" in out, out
+    assert path.with_name("train.pt.corrupt").exists()  # kept for inspection, never used again
+    assert torch.load(path, weights_only=True)["y"].tolist() == [0, 1, 2, 1]  # the rebuilt cache
+
+
+def test_tampered_cache_that_cannot_be_rebuilt_says_both(tmp_path, toy):
+    good = load_split("hardening_toy", "test", tmp_path)
+    path = cache_path(tmp_path, "hardening_toy", "test")
+    torch.save({"x": good.x, "y": torch.tensor([0, 1, 99, 1])}, path)
+    toy["fail"] = True
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_split("hardening_toy", "test", tmp_path)
+    msg = str(e.value)
+    assert str(path) in msg and "0..99" in msg and str(path) + ".corrupt" in msg, msg
+    assert "the fixture's message" in msg and not path.exists()
+
+
+def test_a_build_with_labels_out_of_range_is_refused(tmp_path, monkeypatch):
+    def build(root, split):
+        return Split(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 5]))
+
+    monkeypatch.setitem(REGISTRY, "hardening_bad", Domain("hardening_bad", 3, build))
+    with pytest.raises(CorruptDataError, match=r"hardening_bad.*0\.\.2.*0\.\.5"):
+        load_split("hardening_bad", "train", tmp_path)
+    assert not cache_path(tmp_path, "hardening_bad", "train").exists()

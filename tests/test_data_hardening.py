@@ -281,3 +281,45 @@ def test_a_build_with_labels_out_of_range_is_refused(tmp_path, monkeypatch):
     with pytest.raises(CorruptDataError, match=r"hardening_bad.*0\.\.2.*0\.\.5"):
         load_split("hardening_bad", "train", tmp_path)
     assert not cache_path(tmp_path, "hardening_bad", "train").exists()
+
+
+# ---------------------------------------------------------------- C. missing-file messages
+def write_digits_mat(path: Path, n: int, seed: int = 0, v73: bool = False):
+    """SVHN's format: X (32, 32, 3, N) uint8, y (N, 1) with 10 meaning digit 0; v5, or v7.3 as MATLAB writes it."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8)
+    y = (np.arange(n) % 10 + 1).reshape(n, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not v73:
+        savemat(path, {"X": x, "y": y.astype(np.uint8)})
+        return x, y
+    import h5py
+
+    # MATLAB's -v7.3 files are HDF5 with a 512-byte user block holding the MAT header. MATLAB
+    # is column-major, so a (32, 32, 3, N) array is stored as an HDF5 dataset of the reversed
+    # shape (N, 3, 32, 32); labels are doubles unless saved otherwise.
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f.create_dataset("X", data=x.transpose(3, 2, 1, 0)).attrs["MATLAB_class"] = np.bytes_("uint8")
+        f.create_dataset("y", data=y.astype(np.float64).T).attrs["MATLAB_class"] = np.bytes_("double")
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Mon Jan  1 00:00:00 2024 HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116, b" ") + b"\x00" * 8 + b"\x00\x02IM")
+    return x, y
+
+
+def test_svhn_missing_names_every_expected_file(tmp_path):
+    write_digits_mat(tmp_path / "svhn" / "train_32x32.mat", 3)
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_split("svhn", "test", tmp_path)
+    msg = str(e.value)
+    assert f"{tmp_path / 'svhn' / 'train_32x32.mat'} (present)" in msg, msg
+    assert f"{tmp_path / 'svhn' / 'test_32x32.mat'} (missing)" in msg
+    assert SVHN.split_list["train"][0] in msg and SVHN.split_list["test"][0] in msg
+
+
+def test_mnist_missing_names_all_four_files(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as e:
+        load_split("mnist", "train", tmp_path)
+    msg = str(e.value)
+    for name in real.MNIST_MD5:
+        assert f"{tmp_path / 'MNIST' / 'raw' / name} (missing)" in msg, msg

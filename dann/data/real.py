@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Callable, Sequence
@@ -118,9 +119,15 @@ def _notice(msg: str) -> None:
         print(f"[dann] {msg}", flush=True)
 
 
-def _not_found(name: str, expected: Sequence[Path], folder: Path, urls: Sequence[str],
-               how: str = "") -> DatasetNotFoundError:
-    files = "\n".join(f"  {p}" for p in expected)
+def _not_found(name: str, expected: Sequence[Path], folder: Path, urls: Sequence[str], how: str = "",
+               present: Callable[[Path], bool] = Path.exists) -> DatasetNotFoundError:
+    """The error for absent raw files: every expected file (each marked present or missing), where, and the URLs."""
+    def line(p: Path) -> str:
+        if re.search(r"[*{}()]| \+ ", p.name):  # a pattern or a note, not one file
+            return f"  {p}"
+        return f"  {p} ({'present' if present(p) else 'missing'})"
+
+    files = "\n".join(line(Path(p)) for p in expected)
     return DatasetNotFoundError(
         f"{name}: raw files not found. Expected:\n{files}\nPlace them in {folder}{how}, or set DANN_DOWNLOAD=1 "
         f"(or call dann.data.real.download({name!r})) to download them from: {', '.join(urls)}")
@@ -229,8 +236,9 @@ def build_mnist(root: Path, split: str) -> Split:
         _fetch_mnist(Path(root), names)
         missing = []
     if missing:
-        raise _not_found("mnist", [raw / f"{n} (or {n}.gz)" for n in names], raw, MNIST.mirrors,
-                         " (torchvision's MNIST layout; plain or .gz)")
+        raise _not_found("mnist", [raw / n for s in MNIST_FILES.values() for n in s], raw, MNIST.mirrors,
+                         " (torchvision's MNIST layout; each file plain or .gz)",
+                         present=lambda p: p.is_file() or p.with_name(p.name + ".gz").is_file())
     _notice(f"building mnist/{split} from {raw}")
     with TemporaryDirectory(prefix="dann-mnist-") as tmp:
         img, lbl = (_mnist_file(raw, n, Path(tmp)) for n in names)
@@ -320,7 +328,9 @@ def build_svhn(root: Path, split: str) -> Split:
     if not path.is_file() and downloads_enabled():
         _fetch_svhn(Path(root), [split])
     if not path.is_file():
-        raise _not_found("svhn", [path], path.parent, [url], " (torchvision's SVHN(root=<root>/svhn) layout)")
+        raise _not_found("svhn", [path.with_name(SVHN.split_list[s][1]) for s in ("train", "test")], path.parent,
+                         [SVHN.split_list[s][0] for s in ("train", "test")],
+                         " (torchvision's SVHN(root=<root>/svhn) layout)")
     _notice(f"building svhn/{split} from {path}")
     verify(path, md5=md5, hint=f"Download it again from {url}.")
     return _read_digits_mat(path)

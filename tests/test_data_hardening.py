@@ -323,3 +323,144 @@ def test_mnist_missing_names_all_four_files(tmp_path):
     msg = str(e.value)
     for name in real.MNIST_MD5:
         assert f"{tmp_path / 'MNIST' / 'raw' / name} (missing)" in msg, msg
+
+
+# ---------------------------------------------------------------- D. mirrors, MATLAB v7.3
+class Server:
+    """A real HTTP server on 127.0.0.1 serving a folder; records the paths asked for."""
+
+    def __init__(self, www: Path):
+        self.requests: list[str] = []
+        requests = self.requests
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                requests.append(self.path)
+                if self.path == "/stream":  # 1 MB with no Content-Length, as a misbehaving mirror may send
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(b"z" * (1 << 20))
+                    return
+                super().do_GET()
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(www)))
+        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}"
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    www = tmp_path / "www"
+    www.mkdir()
+    s = Server(www)
+    s.www = www
+    yield s
+    s.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:  # bound, then closed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_mirrors_are_tried_in_order_until_one_is_good(server, tmp_path):
+    payload = b"the real file" * 50
+    (server.www / "a").mkdir()
+    (server.www / "a" / "f.bin").write_bytes(b"a tampered copy" * 40)
+    (server.www / "b").mkdir()
+    (server.www / "b" / "f.bin").write_bytes(payload)
+    dest = tmp_path / "data" / "f.bin"
+    urls = [f"{server.url}/gone/f.bin", f"{server.url}/a/f.bin", f"{server.url}/b/f.bin", f"{server.url}/never"]
+    assert dl.fetch(urls, dest, sha256=sha256(payload), size=len(payload)) == dest
+    assert dest.read_bytes() == payload
+    assert server.requests == ["/gone/f.bin", "/a/f.bin", "/b/f.bin"]  # in order, the fourth never asked
+    assert not list(dest.parent.glob(".*.part"))
+
+
+def test_every_mirror_failing_lists_each_url_and_why(server, tmp_path):
+    payload = b"0123456789" * 10
+    (server.www / "bad.bin").write_bytes(b"x" * len(payload))
+    (server.www / "huge.bin").write_bytes(b"y" * (len(payload) * 1000))
+    (server.www / "short.bin").write_bytes(payload[:10])
+    dest = tmp_path / "data" / "f.bin"
+    urls = [f"{server.url}/missing.bin", f"{server.url}/bad.bin", f"{server.url}/huge.bin",
+            f"{server.url}/short.bin", f"http://127.0.0.1:{closed_port()}/f.bin", f"{server.url}/stream"]
+    with pytest.raises(DataError) as e:
+        dl.fetch(urls, dest, sha256=sha256(payload), size=len(payload))
+    msg = str(e.value)
+    lines = {u: next((ln for ln in msg.splitlines() if u in ln), "") for u in urls}
+    assert "404" in lines[urls[0]], msg
+    assert sha256(b"x" * len(payload)) in lines[urls[1]] and sha256(payload) in lines[urls[1]], msg
+    assert f"more than the expected {len(payload)} bytes" in lines[urls[2]], msg
+    assert f"10 bytes, expected {len(payload)}" in lines[urls[3]], msg
+    assert "refused" in lines[urls[4]].lower(), msg
+    assert f"sends more than the expected {len(payload)} bytes; stopped" in lines[urls[5]], msg
+    assert server.requests == ["/missing.bin", "/bad.bin", "/huge.bin", "/short.bin", "/stream"]
+    assert (dest.parent / "f.bin.bad-checksum").read_bytes() == b"x" * len(payload)  # kept to inspect
+    assert str(dest) in msg and not dest.exists() and not list(dest.parent.glob(".*.part"))
+
+
+def test_syn_numbers_mirror_table_pins_size_and_checksum():
+    want = {"synth_train_32x32.mat": ("e0e0924ecd0c0b5a55ed6485aaa7d39937af982397717b89a3d91777aca9433c",
+                                      895_578_032),
+            "synth_test_32x32.mat": ("6285fe9a1c6f27b379a47263907a37899b59ce86948fd343a5b904435cde5bcc",
+                                     17_851_156)}
+    files = {r.name: r for r in real.MIRRORS["syn_numbers"]}
+    for name, (digest, size) in want.items():
+        r = files[name]
+        assert (r.sha256, r.size) == (digest, size)
+        assert r.urls[0] == f"https://media.githubusercontent.com/media/domainadaptation/datasets/master/synth/{name}"
+    for domain in ("mnist", "svhn", "syn_numbers"):  # every file with a published checksum and size
+        for r in real.MIRRORS[domain]:
+            assert (r.md5 or r.sha256) and r.size and r.urls, r
+
+
+@pytest.mark.parametrize("v73", [False, True], ids=["v5", "v7.3"])
+def test_digits_mat_v5_and_v73_read_alike(tmp_path, v73):
+    path = tmp_path / "syn_numbers" / "synth_train_32x32.mat"
+    x, y = write_digits_mat(path, 7, seed=1, v73=v73)
+    s = load_split("syn_numbers", "train", tmp_path)
+    assert s.x.shape == (7, 3, 32, 32) and s.x.dtype == torch.uint8 and s.y.dtype == torch.int64
+    assert torch.equal(s.x, torch.from_numpy(x).permute(3, 2, 0, 1))  # x[i, c, h, w] == X[h, w, c, i]
+    assert s.y.tolist() == [v % 10 for v in y.ravel().tolist()]
+
+
+def test_v73_mat_with_bad_labels_or_without_h5py(tmp_path, monkeypatch):
+    path = tmp_path / "syn_numbers" / "synth_test_32x32.mat"
+    write_digits_mat(path, 4, v73=True)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "h5py", None)  # as if h5py were not installed
+        with pytest.raises(DataError, match=r"synth_test_32x32.mat.*v7\.3.*pip install h5py"):
+            load_split("syn_numbers", "test", tmp_path)
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f["y"][0, 1] = 2.5
+    with pytest.raises(CorruptDataError, match=r"synth_test_32x32.mat.*whole numbers"):
+        load_split("syn_numbers", "test", tmp_path)
+    assert not cache_path(tmp_path, "syn_numbers", "test").exists()
+
+
+def test_syn_numbers_download_falls_back_to_a_working_mirror(server, tmp_path, monkeypatch):
+    files = {}
+    for split in ("train", "test"):
+        p = server.www / "lfs" / f"synth_{split}_32x32.mat"
+        write_digits_mat(p, 5, seed=len(split), v73=True)
+        files[p.name] = p.read_bytes()
+    mirrors = tuple(dl.Remote(name, (f"{server.url}/gone/{name}", f"{server.url}/lfs/{name}"),
+                              sha256=sha256(data), size=len(data)) for name, data in files.items())
+    monkeypatch.setitem(real.MIRRORS, "syn_numbers", mirrors)
+    monkeypatch.setenv("DANN_DOWNLOAD", "1")
+    s = load_split("syn_numbers", "test", tmp_path)
+    assert len(s) == 5
+    assert (tmp_path / "syn_numbers" / "synth_test_32x32.mat").read_bytes() == files["synth_test_32x32.mat"]
+    assert "/gone/synth_test_32x32.mat" in server.requests and "/lfs/synth_test_32x32.mat" in server.requests

@@ -1,8 +1,10 @@
 """Verified downloads, checksums and all-or-nothing extraction for the real domains.
 
-* :func:`fetch` downloads with torchvision's ``download_url`` to a temporary name in the
-  destination folder, verifies the pinned hash, and only then renames the file into place.
-  ``download_url`` itself writes straight to the final name, hence the temporary name.
+* :func:`fetch` tries a file's mirrors in order. Each download goes to a temporary name in the
+  destination folder, is checked against the pinned size (a mirror sending more bytes is cut
+  off) and hash, and only then renamed into place; a mirror that fails (HTTP error, refused,
+  timeout, wrong size, wrong hash) is skipped for the next one, and when all fail the error
+  lists every URL tried and why it failed. :class:`Remote` describes one file and its mirrors.
 * :func:`verify` compares a file with its pinned md5/sha256. On a mismatch the file is
   renamed to ``<name>.bad-checksum`` (kept for inspection, never used again) and
   :class:`ChecksumError` names the file, the expected and the actual hash.
@@ -30,18 +32,22 @@ import re
 import shutil
 import stat
 import tarfile
+import urllib.request
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from filelock import FileLock
 from torchvision.datasets.utils import calculate_md5, download_url
+from tqdm import tqdm
 
 from dann.data.domains import (ChecksumError, CorruptDataError, DataError, DatasetNotFoundError,
                                UnsafeArchiveError)
 
 DOWNLOAD_ENV = "DANN_DOWNLOAD"
+TIMEOUT_S = 60  # per connection attempt and per read: a dead mirror is skipped, not waited for forever
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2")
 _ARCHIVE_ERRORS = (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 # tarfile's "data" filter (Python 3.12, backported to 3.10.12 and 3.11.4) is applied where it
@@ -104,26 +110,83 @@ def verify(path: Path, *, md5: str | None = None, sha256: str | None = None, cul
                                 f"{hint}".strip())
 
 
-def fetch(urls: str | Sequence[str], dest: Path, *, md5: str | None = None, sha256: str | None = None) -> Path:
-    """Download ``dest`` from the first URL that works, verify it, then rename it into place."""
+@dataclass(frozen=True)
+class Remote:
+    """One downloadable file: its name, its mirrors (tried in order) and its pinned size and hash."""
+
+    name: str
+    urls: tuple[str, ...]
+    md5: str | None = None
+    sha256: str | None = None
+    size: int | None = None  # bytes
+
+
+class _MirrorFailed(Exception):
+    """A mirror served something other than the pinned file; the message says what."""
+
+
+def _download(url: str, tmp: Path, size: int | None, name: str) -> None:
+    """Write ``url`` to ``tmp``; stop as soon as more than ``size`` bytes arrive."""
+    if "drive.google.com" in url:  # needs Google's confirmation page handled (gdown): torchvision does it
+        download_url(url, str(tmp.parent), tmp.name, md5=None)
+        return
+    req = urllib.request.Request(url, headers={"User-Agent": "dann-data"})
+    with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r, open(tmp, "wb") as f:
+        announced = r.headers.get("Content-Length")
+        if size is not None and announced and announced.isdigit() and int(announced) > size:
+            raise _MirrorFailed(f"announces {int(announced):,} bytes, more than the expected {size} bytes")
+        total = int(announced) if announced and announced.isdigit() else size
+        got = 0
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"[dann] {name}",
+                  mininterval=1.0, leave=False) as bar:
+            while block := r.read(1 << 20):
+                got += len(block)
+                if size is not None and got > size:
+                    raise _MirrorFailed(f"sends more than the expected {size} bytes; stopped after {got:,}")
+                f.write(block)
+                bar.update(len(block))
+
+
+def fetch(urls: str | Sequence[str], dest: Path, *, md5: str | None = None, sha256: str | None = None,
+          size: int | None = None) -> Path:
+    """Download ``dest`` from the first of ``urls`` that serves the pinned file, then rename it into place.
+
+    A mirror that fails is skipped. When all fail, raises ChecksumError if one of them served a
+    file with another hash (kept as ``<name>.bad-checksum``), else DatasetNotFoundError; the
+    message lists every URL and why it failed.
+    """
     urls = [urls] if isinstance(urls, str) else list(urls)
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
-    errors = []
+    errors, bad_hash = [], False
     for url in urls:
-        print(f"[dann] downloading {url} -> {dest}")
+        print(f"[dann] downloading {url} -> {dest}", flush=True)
         try:
-            download_url(url, str(dest.parent), tmp.name, md5=None)
+            _download(url, tmp, size, dest.name)
+            if size is not None and tmp.stat().st_size != size:
+                raise _MirrorFailed(f"served {tmp.stat().st_size:,} bytes, expected {size}")
         except Exception as e:  # noqa: BLE001 - try the next mirror, report all failures below
             tmp.unlink(missing_ok=True)
-            errors.append(f"{url}: {type(e).__name__}: {e}")
+            errors.append(f"{url}: {e if isinstance(e, _MirrorFailed) else f'{type(e).__name__}: {e}'}")
             continue
-        verify(tmp, md5=md5, sha256=sha256, bad_name=dest.name, label=f"{dest} (downloaded from {url})")
+        try:
+            verify(tmp, md5=md5, sha256=sha256, bad_name=dest.name, label="the download")
+        except ChecksumError as e:
+            tmp.unlink(missing_ok=True)  # only if verify could not rename it
+            errors.append(f"{url}: {e}")
+            bad_hash = True
+            continue
         os.replace(tmp, dest)
         return dest
-    raise DatasetNotFoundError(f"could not download {dest.name}:\n  " + "\n  ".join(errors)
-                               + f"\nDownload it yourself and place it at {dest}.")
+    cls = ChecksumError if bad_hash else DatasetNotFoundError
+    raise cls(f"could not download {dest.name}; tried {len(urls)} URL{'s' * (len(urls) > 1)}:\n  "
+              + "\n  ".join(errors) + f"\nDownload it yourself and place it at {dest}.")
+
+
+def fetch_remote(remote: Remote, folder: Path) -> Path:
+    """:func:`fetch` ``remote`` into ``folder``."""
+    return fetch(remote.urls, Path(folder) / remote.name, md5=remote.md5, sha256=remote.sha256, size=remote.size)
 
 
 def find_archives(folder: Path, patterns: Sequence[str] = ("*",)) -> list[Path]:

@@ -21,6 +21,9 @@ Verification policy
   they are read from ``.gz`` wrappers, whose own md5 varies with who compressed them). Downloads
   use torchvision's mirrors, checked against torchvision's ``.gz`` md5 first.
 * svhn: md5 from torchvision's ``SVHN.split_list``, enforced.
+* Downloads: :data:`MIRRORS` lists, per domain, every file with its mirrors in the order they are
+  tried and its pinned checksum and size (where published); a mirror that fails or serves other
+  bytes is skipped for the next (see :func:`dann.data.download.fetch`).
 * mnist_m, gtsrb: a download is accepted only if its md5 equals the pinned mirror's
   (``MNIST_M_MD5``, ``GTSRB_MD5``). An archive or folder the *user* placed is accepted even if
   its md5 differs (re-packed copies are common), because its *content* is verified instead:
@@ -28,9 +31,14 @@ Verification policy
   lie in range, and the counts are compared with the release's (59,001/9,001 for mnist_m,
   39,209 for gtsrb). A one-line notice says when the archive's md5 differs from the mirror's,
   and a WARNING line when the counts differ (e.g. a partial copy): it still loads.
-* syn_numbers, syn_signs: no checksum is published. ``SYN_NUMBERS_SHA256`` and
-  ``SYN_SIGNS_SHA256`` start as ``None``: each file's sha256 is then printed so the user can pin
-  it there; once pinned it is enforced.
+* syn_numbers: downloads come from the Git LFS copies pinned in :data:`MIRRORS` (sha256 and
+  size), or as a last resort from Ganin's ``SynthDigits.zip`` (no checksum published). A
+  ``.mat`` file the user placed is accepted whatever its hash (other copies exist, e.g. the one
+  in SynthDigits.zip), because its content is verified; a notice gives its sha256. Both MATLAB
+  v5 and v7.3 (HDF5, read with h5py) files are read.
+* syn_signs: no checksum is published; a notice gives the archive's sha256 and its content is
+  verified. ``SYN_NUMBERS_SHA256`` / ``SYN_SIGNS_SHA256`` (``None`` by default) pin a site's own
+  copies: a file listed there must match.
 * A hash mismatch raises ChecksumError (file, expected, actual) and renames the file to
   ``<name>.bad-checksum``: it is never used again and never silently deleted.
 * Archives are extracted to a hidden temporary folder and renamed into place when complete
@@ -68,7 +76,8 @@ from tqdm import tqdm
 
 from dann.data.domains import (CorruptDataError, DataError, DatasetNotFoundError, Domain, Split, default_root,
                                register)
-from dann.data.download import (downloads_enabled, extract, fetch, find_archives, md5sum, sha256sum, verify)
+from dann.data.download import (Remote, downloads_enabled, extract, fetch, fetch_remote, find_archives, md5sum,
+                                 sha256sum, verify)
 
 # ------------------------------------------------------------------------------- constants
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -87,14 +96,14 @@ MNIST_M_COUNTS = {"train": 59_001, "test": 9_001}
 # SynNumbers ("SynthDigits.zip", Ganin & Lempitsky), linked from http://yaroslav.ganin.net/ ; needs `pip install gdown`.
 SYN_NUMBERS_URL = "https://drive.google.com/file/d/0B9Z4d7lAwbnTSVR1dEFSRUFxOUU/view"
 SYN_NUMBERS_ARCHIVE = "SynthDigits.zip"
-# No checksum is published: record the sha256 of the first verified download here.
+# No checksum is published for these: a site may pin its own copies here (then enforced).
 SYN_NUMBERS_SHA256: dict[str, str | None] = {
     "SynthDigits.zip": None, "synth_train_32x32.mat": None, "synth_test_32x32.mat": None}
 
 # SynSigns (Moiseev et al. 2013), page http://graphics.cs.msu.ru/en/node/1337
 SYN_SIGNS_URL = "https://www.dropbox.com/s/7izi9lccg163on1/synthetic_data.zip?dl=1"
 SYN_SIGNS_ARCHIVE = "synthetic_data.zip"
-# No checksum is published: record the sha256 of the first verified download here.
+# No checksum is published: a site may pin its own copy here (then enforced).
 SYN_SIGNS_SHA256: dict[str, str | None] = {"synthetic_data.zip": None}
 SYN_SIGNS_FULL = 100_000  # images in the full release
 SYN_SIGNS_SPLIT_SEED = 1_337_043  # fixed; unrelated to training seeds
@@ -108,6 +117,48 @@ GTSRB_SPLIT_SEED = 31_367
 GTSRB_MARKER = "00000/GT-00000.csv"
 
 SIGN_SIZE = (40, 40)
+
+# ---------------------------------------------------------------------------------- mirrors
+# Every downloadable file, its mirrors in the order they are tried, and its pins. Sizes: the
+# .gz files' and SVHN's are those TensorFlow Datasets publishes for the same URLs
+# (url_checksums/mnist.txt, svhn_cropped.txt); md5s are torchvision's.
+MNIST_GZ_SIZES = {"train-images-idx3-ubyte.gz": 9_912_422, "train-labels-idx1-ubyte.gz": 28_881,
+                  "t10k-images-idx3-ubyte.gz": 1_648_877, "t10k-labels-idx1-ubyte.gz": 4_542}
+# TensorFlow Datasets' copy; the same sizes as LeCun's files. If its bytes ever differed from the
+# pinned md5 it would simply be skipped.
+MNIST_EXTRA_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+SVHN_SIZES = {"train_32x32.mat": 182_040_794, "test_32x32.mat": 64_275_384}
+# SynNumbers as Git LFS objects of the public GitHub repository domainadaptation/datasets
+# (pointer files synth/*.mat give these sha256 and sizes). LFS content is not served by
+# raw.githubusercontent.com (that returns the pointer); it is served from
+# media.githubusercontent.com/media/<owner>/<repo>/<ref>/<path>, the address GitHub's "Download"
+# button uses, and github.com/<owner>/<repo>/raw/<ref>/<path> redirects there. This URL form is
+# taken from common use, not from a GitHub document: if it changes, the next mirror is tried.
+SYN_NUMBERS_REPO, SYN_NUMBERS_REF = "domainadaptation/datasets", "master"
+SYN_NUMBERS_LFS = {"synth_train_32x32.mat": ("e0e0924ecd0c0b5a55ed6485aaa7d39937af982397717b89a3d91777aca9433c",
+                                             895_578_032),
+                   "synth_test_32x32.mat": ("6285fe9a1c6f27b379a47263907a37899b59ce86948fd343a5b904435cde5bcc",
+                                            17_851_156)}
+
+
+def _mirrors() -> dict[str, tuple[Remote, ...]]:
+    repo, ref = SYN_NUMBERS_REPO, SYN_NUMBERS_REF
+    return {
+        "mnist": tuple(Remote(gz, tuple(m + gz for m in (*MNIST.mirrors, MNIST_EXTRA_MIRROR)), md5=md5,
+                              size=MNIST_GZ_SIZES[gz]) for gz, md5 in MNIST.resources),
+        "mnist_m": (Remote("mnist_m.tar.gz", (MNIST_M_URL,), md5=MNIST_M_MD5),),
+        # no second source of SVHN with a published checksum is known
+        "svhn": tuple(Remote(fname, (url,), md5=md5, size=SVHN_SIZES[fname])
+                      for url, fname, md5 in (SVHN.split_list["train"], SVHN.split_list["test"])),
+        "syn_numbers": tuple(Remote(name, (f"https://media.githubusercontent.com/media/{repo}/{ref}/synth/{name}",
+                                           f"https://github.com/{repo}/raw/{ref}/synth/{name}"),
+                                    sha256=digest, size=size) for name, (digest, size) in SYN_NUMBERS_LFS.items()),
+        "syn_signs": (Remote(SYN_SIGNS_ARCHIVE, (SYN_SIGNS_URL,), sha256=SYN_SIGNS_SHA256[SYN_SIGNS_ARCHIVE]),),
+        "gtsrb": (Remote("GTSRB-Training_fixed.zip", (GTSRB_URL,), md5=GTSRB_MD5),),
+    }
+
+
+MIRRORS: dict[str, tuple[Remote, ...]] = _mirrors()
 _printed: set[str] = set()
 
 
@@ -133,14 +184,18 @@ def _not_found(name: str, expected: Sequence[Path], folder: Path, urls: Sequence
         f"(or call dann.data.real.download({name!r})) to download them from: {', '.join(urls)}")
 
 
-def _check_unpinned(path: Path, table: dict[str, str | None], table_name: str) -> None:
-    """Enforce a pinned sha256, or print the file's sha256 so the user can pin it."""
+def _check_unpinned(path: Path, table: dict[str, str | None], mirror_sha256: str | None = None) -> None:
+    """Enforce a sha256 the site pinned in ``table``; else say the file's sha256 and why it is accepted."""
     pinned = table.get(path.name)
     if pinned:
         verify(path, sha256=pinned)
-    else:
-        _notice(f"{path} has no published checksum; its sha256 is {sha256sum(path)} "
-                f"(record it in {table_name}[{path.name!r}] in dann/data/real.py to pin it)")
+        return
+    digest = sha256sum(path)
+    if digest == mirror_sha256:
+        return  # the very file the pinned mirror serves
+    why = (f"not the mirror's {mirror_sha256} (another copy?)" if mirror_sha256
+           else "no checksum is published for this file")
+    _notice(f"{path}: sha256 {digest}, {why}; accepted because its content is checked instead")
 
 
 def _roi_box(roi: tuple[int, int, int, int, int, int], actual: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -204,10 +259,10 @@ def _labels(values: Sequence[int], num_classes: int, where: str) -> torch.Tensor
 # ----------------------------------------------------------------------------------- MNIST
 def _fetch_mnist(root: Path, names: Sequence[str] | None = None) -> None:
     raw = root / "MNIST" / "raw"
-    for gz, md5 in MNIST.resources:
-        if names is None or gz[:-3] in names:
-            if not (raw / gz).is_file() and not (raw / gz[:-3]).is_file():
-                fetch([m + gz for m in MNIST.mirrors], raw / gz, md5=md5)
+    for r in MIRRORS["mnist"]:
+        if names is None or r.name[:-3] in names:
+            if not (raw / r.name).is_file() and not (raw / r.name[:-3]).is_file():
+                fetch_remote(r, raw)
 
 
 def _mnist_file(raw: Path, name: str, tmp: Path) -> Path:
@@ -251,7 +306,8 @@ def build_mnist(root: Path, split: str) -> Split:
 
 # --------------------------------------------------------------------------------- MNIST-M
 def _fetch_mnist_m(root: Path) -> None:
-    fetch(MNIST_M_URL, Path(root) / "mnist_m.tar.gz", md5=MNIST_M_MD5)
+    for r in MIRRORS["mnist_m"]:
+        fetch_remote(r, Path(root))
 
 
 def _mnist_m_dir(root: Path) -> Path:
@@ -297,29 +353,62 @@ def build_mnist_m(root: Path, split: str) -> Split:
 
 
 # ------------------------------------------------------------------------ SVHN, SynNumbers
+def _read_mat73(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """X and y of a MATLAB v7.3 file (HDF5), in MATLAB's axis order, as ``loadmat`` gives a v5 file's."""
+    try:
+        import h5py
+    except ImportError as e:
+        raise DataError(f"{path} is a MATLAB v7.3 (HDF5) file; reading it needs h5py: pip install h5py") from e
+    try:
+        with h5py.File(path, "r") as f:
+            ds = {}
+            for key in ("X", "y"):
+                d = f[key] if isinstance(f.get(key, getlink=True), h5py.HardLink) else None
+                # data kept in other files (external links, external or virtual storage) is never read
+                if not isinstance(d, h5py.Dataset) or d.external or d.is_virtual:
+                    raise CorruptDataError(f"{path}: no dataset {key!r} stored in the file itself; expected a "
+                                           f"MATLAB file with X (32, 32, 3, N) uint8 and y (N labels)")
+                ds[key] = d
+            x = ds["X"]
+            # MATLAB is column-major: HDF5 holds its (32, 32, 3, N) X as (N, 3, 32, 32), hence shape[::-1]
+            # and .T; the shape is checked before any pixel is read
+            if x.ndim != 4 or x.shape[::-1][:3] != (32, 32, 3) or x.dtype != np.uint8:
+                raise CorruptDataError(f"{path}: X is {x.shape[::-1]} {x.dtype}; expected X (32, 32, 3, N) uint8")
+            return x[()].T, ds["y"][()].T
+    except OSError as e:
+        raise CorruptDataError(f"{path} is truncated or not a readable MATLAB v7.3 (HDF5) file ({e})") from e
+
+
 def _read_digits_mat(path: Path) -> Split:
-    """A .mat file with X (32, 32, 3, N) uint8 and y (N, 1) where 10 means digit 0."""
+    """A .mat file (MATLAB v5, or v7.3 = HDF5) with X (32, 32, 3, N) uint8 and y (N, 1) where 10 means digit 0."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError, matfile_version
 
     try:
-        d = loadmat(str(path), variable_names=["X", "y"])
-        x, y = d["X"], d["y"]
-    except (ValueError, OSError, TypeError, KeyError, NotImplementedError, EOFError) as e:
+        if matfile_version(str(path))[0] == 2:  # 2 = v7.3, which scipy cannot read
+            x, y = _read_mat73(path)
+        else:
+            d = loadmat(str(path), variable_names=["X", "y"])
+            x, y = d["X"], d["y"]
+    except (ValueError, OSError, TypeError, KeyError, NotImplementedError, EOFError, MatReadError) as e:
         raise CorruptDataError(f"{path} is truncated or not a MATLAB file with X and y "
                                f"({type(e).__name__}: {e})") from e
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8 or y.size != x.shape[3]:
         raise CorruptDataError(f"{path}: X is {x.shape} {x.dtype} and y has {y.size} entries; "
                                f"expected X (32, 32, 3, N) uint8 and N labels")
-    y = y.reshape(-1).astype(np.int64)
+    y = y.reshape(-1)
+    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):  # v7.3 labels are doubles
+        raise CorruptDataError(f"{path}: labels y must be whole numbers 1..10, found e.g. {y[np.mod(y, 1) != 0][0]}")
+    y = y.astype(np.int64)
     y[y == 10] = 0
     return Split(torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), _labels(y, 10, str(path)))
 
 
 def _fetch_svhn(root: Path, splits: Sequence[str] = ("train", "test")) -> None:
-    for s in splits:
-        url, fname, md5 = SVHN.split_list[s]
-        if not (root / "svhn" / fname).is_file():
-            fetch(url, root / "svhn" / fname, md5=md5)
+    wanted = {SVHN.split_list[s][1] for s in splits}
+    for r in MIRRORS["svhn"]:
+        if r.name in wanted and not (root / "svhn" / r.name).is_file():
+            fetch_remote(r, root / "svhn")
 
 
 def build_svhn(root: Path, split: str) -> Split:
@@ -337,36 +426,49 @@ def build_svhn(root: Path, split: str) -> Split:
 
 
 def _fetch_syn_numbers(root: Path) -> None:
+    """The two pinned .mat files from their mirrors; failing that, Ganin's SynthDigits.zip (unpinned)."""
     folder = Path(root) / "syn_numbers"
-    if not (folder / SYN_NUMBERS_ARCHIVE).is_file():
-        fetch(SYN_NUMBERS_URL, folder / SYN_NUMBERS_ARCHIVE, sha256=SYN_NUMBERS_SHA256[SYN_NUMBERS_ARCHIVE])
+    try:
+        for r in MIRRORS["syn_numbers"]:
+            if not (folder / r.name).is_file():
+                fetch_remote(r, folder)
+    except DataError as e:
+        if (folder / SYN_NUMBERS_ARCHIVE).is_file():
+            raise
+        _notice(f"the pinned mirrors of SynNumbers failed; trying {SYN_NUMBERS_ARCHIVE} from {SYN_NUMBERS_URL} "
+                f"(no checksum is published for it; its content is checked instead)")
+        try:
+            fetch(SYN_NUMBERS_URL, folder / SYN_NUMBERS_ARCHIVE, sha256=SYN_NUMBERS_SHA256[SYN_NUMBERS_ARCHIVE])
+        except DataError as e2:
+            raise type(e)(f"{e}\n{e2}") from e2
 
 
 def build_syn_numbers(root: Path, split: str) -> Split:
     folder = Path(root) / "syn_numbers"
     fname = f"synth_{split}_32x32.mat"
     candidates = [folder / fname, folder / "SynthDigits" / fname]
-    path = next((p for p in candidates if p.is_file()), None)
     archive = folder / SYN_NUMBERS_ARCHIVE
-    if path is None and not archive.is_file() and downloads_enabled():
+    if not any(p.is_file() for p in candidates) and not archive.is_file() and downloads_enabled():
         _fetch_syn_numbers(Path(root))
+    path = next((p for p in candidates if p.is_file()), None)
     if path is None and archive.is_file():
-        _check_unpinned(archive, SYN_NUMBERS_SHA256, "SYN_NUMBERS_SHA256")
+        _check_unpinned(archive, SYN_NUMBERS_SHA256)
         path = extract(archive, folder / "SynthDigits", "synth_train_32x32.mat") / fname
     if path is None or not path.is_file():
         raise _not_found("syn_numbers", [folder / "synth_train_32x32.mat", folder / "synth_test_32x32.mat",
                                          archive], folder, [SYN_NUMBERS_URL, "http://yaroslav.ganin.net/"],
                          " (the two .mat files, or the SynthDigits.zip that holds them)")
     _notice(f"building syn_numbers/{split} from {path}")
-    _check_unpinned(path, SYN_NUMBERS_SHA256, "SYN_NUMBERS_SHA256")
+    _check_unpinned(path, SYN_NUMBERS_SHA256, SYN_NUMBERS_LFS.get(path.name, (None,))[0])
     return _read_digits_mat(path)
 
 
 # -------------------------------------------------------------------------------- SynSigns
 def _fetch_syn_signs(root: Path) -> None:
     folder = Path(root) / "syn_signs"
-    if not (folder / SYN_SIGNS_ARCHIVE).is_file():
-        fetch(SYN_SIGNS_URL, folder / SYN_SIGNS_ARCHIVE, sha256=SYN_SIGNS_SHA256[SYN_SIGNS_ARCHIVE])
+    for r in MIRRORS["syn_signs"]:
+        if not (folder / r.name).is_file():
+            fetch_remote(r, folder)
 
 
 def _syn_signs_dir(root: Path) -> Path:
@@ -385,7 +487,7 @@ def _syn_signs_dir(root: Path) -> Path:
     archive = next((a for a in archives if a.name == SYN_SIGNS_ARCHIVE), archives[0])
     if len(archives) > 1:
         _notice(f"several archives in {folder}; using {archive.name}")
-    _check_unpinned(archive, SYN_SIGNS_SHA256, "SYN_SIGNS_SHA256")
+    _check_unpinned(archive, SYN_SIGNS_SHA256)
     return extract(archive, folder / "synthetic_data", "train_labelling.txt")
 
 
@@ -426,7 +528,8 @@ GTSRB_LAYOUTS = (Path("GTSRB") / "Training", Path("GTSRB") / "Final_Training" / 
 def _fetch_gtsrb(root: Path) -> None:
     folder = Path(root) / "gtsrb"
     if not find_archives(folder, GTSRB_ARCHIVE_PATTERNS):
-        fetch(GTSRB_URL, folder / "GTSRB-Training_fixed.zip", md5=GTSRB_MD5)
+        for r in MIRRORS["gtsrb"]:
+            fetch_remote(r, folder)
 
 
 def _gtsrb_dir(root: Path) -> Path:

@@ -464,3 +464,44 @@ def test_syn_numbers_download_falls_back_to_a_working_mirror(server, tmp_path, m
     assert len(s) == 5
     assert (tmp_path / "syn_numbers" / "synth_test_32x32.mat").read_bytes() == files["synth_test_32x32.mat"]
     assert "/gone/synth_test_32x32.mat" in server.requests and "/lfs/synth_test_32x32.mat" in server.requests
+
+
+# ------------------------------------------------------------------------------ E. dann-data
+def test_list_aligns_columns_and_says_whether_raw_files_are_present(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "root"
+    write_digits_mat(root / "svhn" / "train_32x32.mat", 3)
+    write_digits_mat(root / "svhn" / "test_32x32.mat", 3)
+    write_mnist_raw(root / "MNIST" / "raw", monkeypatch)
+    assert cli(["--root", str(root), "prepare", "mnist"]) == 0
+    capsys.readouterr()
+    assert cli(["--root", str(root), "list"]) == 0
+    rows = capsys.readouterr().out.splitlines()[1:]
+    by_name = {r.split()[0]: r for r in rows}
+    assert len({r.index(" classes") for r in rows}) == 1, "\n".join(rows)  # one column, syn_signs_gen_photo too
+    docs = {r.index(REGISTRY[r.split()[0]].doc) for r in rows}
+    assert len(docs) == 1, "\n".join(rows)
+    assert "cached" in by_name["mnist"] and "not prepared" not in by_name["mnist"]
+    assert "not prepared; raw files present" in by_name["svhn"]
+    assert "not prepared; raw files missing" in by_name["gtsrb"]
+    assert "not prepared; raw files missing" in by_name["mnist_m_regen"]  # no BSDS500 photos
+    assert "not prepared; needs no raw files" in by_name["syn_signs_gen"]
+    assert "generated on the fly" in by_name["moons"]
+
+
+def test_preparing_syn_signs_prints_no_maintainer_instruction(tmp_path, capsys):
+    src = tmp_path / "src"
+    lines = []
+    for i in range(10):
+        (src / "train").mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (40, 40), (i * 20, 0, 0)).save(src / "train" / f"{i:05d}.png")
+        lines.append(f"train/{i:05d}.png {i % 43} 0.5")
+    (src / "train_labelling.txt").write_text("\n".join(lines) + "\n")
+    root = tmp_path / "root"
+    (root / "syn_signs").mkdir(parents=True)
+    with tarfile.open(root / "syn_signs" / "synthetic_data.tar.gz", "w:gz") as t:
+        t.add(src / "train_labelling.txt", "train_labelling.txt")
+        t.add(src / "train", "train")
+    assert cli(["--root", str(root), "prepare", "syn_signs"]) == 0
+    out = capsys.readouterr().out
+    assert "real.py" not in out and "record it" not in out and "SYN_SIGNS_SHA256" not in out, out
+    assert "no checksum is published" in out  # still says why nothing was verified by hash

@@ -71,6 +71,11 @@ class Domain:
     #: cache folder name; custom domains add a hash of their declaration and files, so an
     #: edited declaration or folder never gets a stale cache
     cache_key: str | None = None
+    #: ``raw_files(root)``: whether the files a build needs are present under ``root``, so that
+    #: ``dann-data list`` can say so (None: not known)
+    raw_files: Callable[[Path], bool] | None = None
+    #: False for domains generated offline from nothing the user provides
+    needs_raw: bool = True
 
 
 REGISTRY: dict[str, Domain] = {}

@@ -613,13 +613,47 @@ def download(name: str, root: str | Path | None = None) -> None:
     _FETCH[name](Path(root).expanduser() if root else default_root())
 
 
-register(Domain("mnist", 10, build_mnist, doc="MNIST digits, 1x28x28, 60,000 train / 10,000 test"))
-register(Domain("mnist_m", 10, build_mnist_m,
+# Whether each domain's raw files (or an archive holding them) are present: what `dann-data list` says.
+def mnist_raw_present(root: Path) -> bool:
+    raw = Path(root) / "MNIST" / "raw"
+    return all((raw / n).is_file() or (raw / f"{n}.gz").is_file() for names in MNIST_FILES.values() for n in names)
+
+
+def _mnist_m_present(root: Path) -> bool:
+    return (root / "mnist_m" / "mnist_m_train_labels.txt").is_file() or (root / "mnist_m.tar.gz").is_file()
+
+
+def _svhn_present(root: Path) -> bool:
+    return all((root / "svhn" / SVHN.split_list[s][1]).is_file() for s in ("train", "test"))
+
+
+def _syn_numbers_present(root: Path) -> bool:
+    folder = root / "syn_numbers"
+    return (folder / SYN_NUMBERS_ARCHIVE).is_file() or any(
+        all((d / f"synth_{s}_32x32.mat").is_file() for s in ("train", "test")) for d in (folder, folder / "SynthDigits"))
+
+
+def _syn_signs_present(root: Path) -> bool:
+    folder = root / "syn_signs"
+    return any((d / "train_labelling.txt").is_file() for d in (folder, folder / "synthetic_data")) or bool(
+        find_archives(folder))
+
+
+def _gtsrb_present(root: Path) -> bool:
+    folder = root / "gtsrb"
+    return any((folder / rel / GTSRB_MARKER).is_file() for rel in GTSRB_LAYOUTS) or bool(
+        find_archives(folder, GTSRB_ARCHIVE_PATTERNS))
+
+
+register(Domain("mnist", 10, build_mnist, doc="MNIST digits, 1x28x28, 60,000 train / 10,000 test",
+                raw_files=mnist_raw_present))
+register(Domain("mnist_m", 10, build_mnist_m, raw_files=_mnist_m_present,
                 doc="MNIST-M (Ganin et al.): MNIST blended with BSDS500 patches, 3x32x32, 59,001 / 9,001"))
-register(Domain("svhn", 10, build_svhn, doc="SVHN cropped digits, 3x32x32, 73,257 / 26,032 (label 10 -> 0)"))
-register(Domain("syn_numbers", 10, build_syn_numbers,
+register(Domain("svhn", 10, build_svhn, doc="SVHN cropped digits, 3x32x32, 73,257 / 26,032 (label 10 -> 0)",
+                raw_files=_svhn_present))
+register(Domain("syn_numbers", 10, build_syn_numbers, raw_files=_syn_numbers_present,
                 doc="SynNumbers (Ganin & Lempitsky): synthetic house numbers, 3x32x32"))
-register(Domain("syn_signs", 43, build_syn_signs,
+register(Domain("syn_signs", 43, build_syn_signs, raw_files=_syn_signs_present,
                 doc="SynSigns (Moiseev et al.): synthetic traffic signs, 3x40x40; fixed 90/10 train/test split"))
-register(Domain("gtsrb", 43, build_gtsrb,
+register(Domain("gtsrb", 43, build_gtsrb, raw_files=_gtsrb_present,
                 doc="GTSRB official training set, ROI crops at 3x40x40; fixed 31,367 train / 7,842 test split"))

@@ -129,11 +129,12 @@ MNIST_GZ_SIZES = {"train-images-idx3-ubyte.gz": 9_912_422, "train-labels-idx1-ub
 MNIST_EXTRA_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 SVHN_SIZES = {"train_32x32.mat": 182_040_794, "test_32x32.mat": 64_275_384}
 # SynNumbers as Git LFS objects of the public GitHub repository domainadaptation/datasets
-# (pointer files synth/*.mat give these sha256 and sizes). LFS content is not served by
-# raw.githubusercontent.com (that returns the pointer); it is served from
-# media.githubusercontent.com/media/<owner>/<repo>/<ref>/<path>, the address GitHub's "Download"
-# button uses, and github.com/<owner>/<repo>/raw/<ref>/<path> redirects there. This URL form is
-# taken from common use, not from a GitHub document: if it changes, the next mirror is tried.
+# (pointer files synth/*.mat give these sha256 and sizes). raw.githubusercontent.com returns
+# the small pointer file, not the content; LFS content is served from
+# media.githubusercontent.com/media/<owner>/<repo>/<ref>/<path>, and github.com/<owner>/<repo>/
+# raw/<ref>/<path> is the second mirror (for LFS files it redirects to the content). Assumption:
+# these URL forms are taken from common use, not from a GitHub document; if one stops working,
+# the next mirror is tried and the pinned sha256 guards against anything else being served.
 SYN_NUMBERS_REPO, SYN_NUMBERS_REF = "domainadaptation/datasets", "master"
 SYN_NUMBERS_LFS = {"synth_train_32x32.mat": ("e0e0924ecd0c0b5a55ed6485aaa7d39937af982397717b89a3d91777aca9433c",
                                              895_578_032),
@@ -397,8 +398,10 @@ def _read_digits_mat(path: Path) -> Split:
         raise CorruptDataError(f"{path}: X is {x.shape} {x.dtype} and y has {y.size} entries; "
                                f"expected X (32, 32, 3, N) uint8 and N labels")
     y = y.reshape(-1)
-    if not np.issubdtype(y.dtype, np.integer) and not np.all(np.mod(y, 1) == 0):  # v7.3 labels are doubles
-        raise CorruptDataError(f"{path}: labels y must be whole numbers 1..10, found e.g. {y[np.mod(y, 1) != 0][0]}")
+    # v7.3 files store labels as doubles: accept whole numbers only
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
+        raise CorruptDataError(f"{path}: labels y must be whole numbers 1..10, found {y.dtype} values "
+                               f"such as {y[:3].tolist()}")
     y = y.astype(np.int64)
     y[y == 10] = 0
     return Split(torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), _labels(y, 10, str(path)))

@@ -55,7 +55,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = [(name, REGISTRY[name].num_classes, _state(root, name), REGISTRY[name].doc) for name in sorted(REGISTRY)]
     wn, ws = max(len(r[0]) for r in rows), max(len(r[2]) for r in rows)  # columns as wide as their longest entry
     for name, k, state, doc in rows:
-        print(f"  {name:{wn}s} {k:3d} classes  {state:{ws}s}  {doc}")
+        print(f"  {name:{wn}s} {k:3d} classes  {state:{ws}s}  {doc}".rstrip())
     return 0
 
 

@@ -28,7 +28,7 @@ from torchvision.datasets import SVHN
 
 from dann.data import real
 from dann.data.domains import ChecksumError, CorruptDataError, DatasetNotFoundError, cache_path, load_split
-from dann.data.download import fetch
+from dann.data.download import Remote, fetch
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +199,7 @@ def test_syn_numbers_mat_prints_sha256_then_enforces_a_pin(tmp_path, monkeypatch
     x, y = write_digits_mat(p, 6, seed=3)
     check_digits(load_split("syn_numbers", "test", tmp_path), x, y)
     out = capsys.readouterr().out
-    assert hashlib.sha256(p.read_bytes()).hexdigest() in out and "SYN_NUMBERS_SHA256" in out
+    assert hashlib.sha256(p.read_bytes()).hexdigest() in out and "content is checked instead" in out
     # once pinned, a different file is refused
     p2 = tmp_path / "syn_numbers" / "synth_train_32x32.mat"
     write_digits_mat(p2, 6, seed=4)
@@ -487,6 +487,7 @@ def test_mnist_m_download_end_to_end(http_dir, tmp_path, monkeypatch):
     tar_gz(src, members, www / "mnist_m.tar.gz")
     monkeypatch.setattr(real, "MNIST_M_URL", f"{url}/mnist_m.tar.gz")
     monkeypatch.setattr(real, "MNIST_M_MD5", md5(www / "mnist_m.tar.gz"))
+    monkeypatch.setitem(real.MIRRORS, "mnist_m", (Remote("mnist_m.tar.gz", (real.MNIST_M_URL,), md5=real.MNIST_M_MD5),))
     root = tmp_path / "root"
     with pytest.raises(DatasetNotFoundError):  # nothing is downloaded unless asked for
         load_split("mnist_m", "train", root)

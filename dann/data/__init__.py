@@ -1,10 +1,10 @@
 """Domains, their cache, and the pair datamodule."""
 
 from dann.data.domains import (REGISTRY, ChecksumError, CorruptDataError, DataError, DatasetNotFoundError, Split,
-                               get_domain, load_split, register)
+                               UnsafeArchiveError, get_domain, load_split, register)
 
 __all__ = ["DomainPairDataModule", "REGISTRY", "Split", "get_domain", "load_split", "register", "DataError",
-           "DatasetNotFoundError", "ChecksumError", "CorruptDataError"]
+           "DatasetNotFoundError", "ChecksumError", "CorruptDataError", "UnsafeArchiveError"]
 
 
 

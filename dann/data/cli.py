@@ -35,13 +35,27 @@ def _cached(root: Path, name: str) -> bool | None:
     return all(cache_path(root, d.cache_key or name, s).exists() for s in SPLITS) if d.cache else None
 
 
+def _state(root: Path, name: str) -> str:
+    """What `list` says of a domain: cached, or not and whether its raw files are there."""
+    d, cached = REGISTRY[name], _cached(root, name)
+    if cached is None:
+        return "generated on the fly"
+    if cached:
+        return "cached"
+    if not d.needs_raw:
+        return "not prepared; needs no raw files"
+    if d.raw_files is None:
+        return "not prepared"
+    return f"not prepared; raw files {'present' if d.raw_files(root) else 'missing'}"
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     root = _root(args)
     print(f"data root: {root}")
-    for name in sorted(REGISTRY):
-        cached = _cached(root, name)
-        state = "generated on the fly" if cached is None else ("cached" if cached else "not prepared")
-        print(f"  {name:16s} {REGISTRY[name].num_classes:3d} classes  {state:20s} {REGISTRY[name].doc}")
+    rows = [(name, REGISTRY[name].num_classes, _state(root, name), REGISTRY[name].doc) for name in sorted(REGISTRY)]
+    wn, ws = max(len(r[0]) for r in rows), max(len(r[2]) for r in rows)  # columns as wide as their longest entry
+    for name, k, state, doc in rows:
+        print(f"  {name:{wn}s} {k:3d} classes  {state:{ws}s}  {doc}".rstrip())
     return 0
 
 

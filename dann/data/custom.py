@@ -209,7 +209,8 @@ def _declare(name: str, spec: Mapping[str, Any]) -> Domain:
     resolved = {**dict(spec), **{s: str(p) for s, p in paths.items()}}
     signature = json.dumps([resolved, _files_digest(list(paths.values()))], sort_keys=True, default=str)
     digest = hashlib.sha1(signature.encode()).hexdigest()[:10]
-    return Domain(name, k, build, doc=f"custom {kind}: {paths['train']}", cache_key=f"custom-{name}-{digest}")
+    return Domain(name, k, build, doc=f"custom {kind}: {paths['train']}", cache_key=f"custom-{name}-{digest}",
+                  raw_files=lambda root: all(Path(p).exists() for p in paths.values()))
 
 
 def register_custom_domains(spec: Mapping[str, Any] | None) -> list[str]:

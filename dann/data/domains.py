@@ -42,6 +42,10 @@ class CorruptDataError(DataError):
     """An archive, image or array is truncated or malformed."""
 
 
+class UnsafeArchiveError(CorruptDataError):
+    """An archive member would land outside the folder it is extracted to, or is a device file."""
+
+
 @dataclass
 class Split:
     x: torch.Tensor
@@ -67,6 +71,11 @@ class Domain:
     #: cache folder name; custom domains add a hash of their declaration and files, so an
     #: edited declaration or folder never gets a stale cache
     cache_key: str | None = None
+    #: ``raw_files(root)``: whether the files a build needs are present under ``root``, so that
+    #: ``dann-data list`` can say so (None: not known)
+    raw_files: Callable[[Path], bool] | None = None
+    #: False for domains generated offline from nothing the user provides
+    needs_raw: bool = True
 
 
 REGISTRY: dict[str, Domain] = {}
@@ -103,8 +112,31 @@ def atomic_torch_save(obj, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def split_problem(x, y, num_classes: int) -> str | None:
+    """What is wrong with a split's ``x`` and ``y`` (cheap checks: types, shapes, label range), or None.
+
+    A cache that loads but fails these (tampered with, or written by another version) would
+    otherwise fail mid-training, e.g. ``IndexError: Target 99 is out of bounds``.
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        return f"x and y must be tensors, found {type(x).__name__} and {type(y).__name__}"
+    if x.dtype not in (torch.uint8, torch.float32) or y.dtype != torch.int64:
+        return f"x is {x.dtype} and y {y.dtype}; want uint8 images or float32 features, and int64 labels"
+    if len(x) != len(y):
+        return f"x has {len(x)} rows but y has {len(y)}"
+    if y.dim() != 1 or x.dim() not in (2, 4):
+        return f"x has shape {tuple(x.shape)} and y {tuple(y.shape)}; want (N, C, H, W) or (N, D), and (N,)"
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        return f"labels must lie in 0..{num_classes - 1}, found {y.min().item()}..{y.max().item()}"
+    return None
+
+
 def load_split(name: str, split: str, root: str | Path | None = None) -> Split:
-    """Load split ``split`` of domain ``name``, building and caching it on first use."""
+    """Load split ``split`` of domain ``name``, building and caching it on first use.
+
+    A cache that cannot be read or fails :func:`split_problem` is renamed to ``<split>.pt.corrupt``
+    (kept for inspection, never used again) and rebuilt, with a message saying so.
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
     domain = get_domain(name)
@@ -114,17 +146,31 @@ def load_split(name: str, split: str, root: str | Path | None = None) -> Split:
     path = cache_path(root, domain.cache_key or name, split)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path) + ".lock"):
+        note = None
         if path.exists():
             try:
                 d = torch.load(path, weights_only=True)
-                return Split(d["x"], d["y"])
+                problem = (split_problem(d.get("x"), d.get("y"), domain.num_classes) if isinstance(d, dict)
+                           else f"it holds a {type(d).__name__}, not a dict of x and y")
             except Exception as e:  # noqa: BLE001 - any unreadable cache is rebuilt, loudly
-                bad = path.with_name(path.name + ".corrupt")
-                os.replace(path, bad)
-                print(f"[dann] cache {path} is unreadable ({e}); moved to {bad} and rebuilding")
-        s = domain.build(root, split)
-        if s.x.dtype not in (torch.uint8, torch.float32) or s.y.dtype != torch.int64:
-            raise TypeError(f"domain {name} built x:{s.x.dtype} y:{s.y.dtype}; want uint8/float32 and int64")
+                problem = f"it is unreadable ({e})"
+            if problem is None:
+                return Split(d["x"], d["y"])
+            bad = path.with_name(path.name + ".corrupt")
+            os.replace(path, bad)
+            note = (f"cache {path} is not usable: {problem} (damaged, tampered with or written by another "
+                    f"version); it was moved to {bad}")
+            print(f"[dann] {note}; rebuilding it", flush=True)
+        try:
+            s = domain.build(root, split)
+        except DataError as e:
+            if note is None:
+                raise
+            raise type(e)(f"{note}. Rebuilding it failed: {e}") from e
+        problem = split_problem(s.x, s.y, domain.num_classes)
+        if problem:
+            raise CorruptDataError(f"domain {name} built an unusable {split} split ({domain.num_classes} classes): "
+                                   f"{problem}")
         atomic_torch_save({"x": s.x.contiguous(), "y": s.y.contiguous()}, path)
         return s
 

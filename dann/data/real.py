@@ -21,6 +21,9 @@ Verification policy
   they are read from ``.gz`` wrappers, whose own md5 varies with who compressed them). Downloads
   use torchvision's mirrors, checked against torchvision's ``.gz`` md5 first.
 * svhn: md5 from torchvision's ``SVHN.split_list``, enforced.
+* Downloads: :data:`MIRRORS` lists, per domain, every file with its mirrors in the order they are
+  tried and its pinned checksum and size (where published); a mirror that fails or serves other
+  bytes is skipped for the next (see :func:`dann.data.download.fetch`).
 * mnist_m, gtsrb: a download is accepted only if its md5 equals the pinned mirror's
   (``MNIST_M_MD5``, ``GTSRB_MD5``). An archive or folder the *user* placed is accepted even if
   its md5 differs (re-packed copies are common), because its *content* is verified instead:
@@ -28,9 +31,14 @@ Verification policy
   lie in range, and the counts are compared with the release's (59,001/9,001 for mnist_m,
   39,209 for gtsrb). A one-line notice says when the archive's md5 differs from the mirror's,
   and a WARNING line when the counts differ (e.g. a partial copy): it still loads.
-* syn_numbers, syn_signs: no checksum is published. ``SYN_NUMBERS_SHA256`` and
-  ``SYN_SIGNS_SHA256`` start as ``None``: each file's sha256 is then printed so the user can pin
-  it there; once pinned it is enforced.
+* syn_numbers: downloads come from the Git LFS copies pinned in :data:`MIRRORS` (sha256 and
+  size), or as a last resort from Ganin's ``SynthDigits.zip`` (no checksum published). A
+  ``.mat`` file the user placed is accepted whatever its hash (other copies exist, e.g. the one
+  in SynthDigits.zip), because its content is verified; a notice gives its sha256. Both MATLAB
+  v5 and v7.3 (HDF5, read with h5py) files are read.
+* syn_signs: no checksum is published; a notice gives the archive's sha256 and its content is
+  verified. ``SYN_NUMBERS_SHA256`` / ``SYN_SIGNS_SHA256`` (``None`` by default) pin a site's own
+  copies: a file listed there must match.
 * A hash mismatch raises ChecksumError (file, expected, actual) and renames the file to
   ``<name>.bad-checksum``: it is never used again and never silently deleted.
 * Archives are extracted to a hidden temporary folder and renamed into place when complete
@@ -54,6 +62,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import re
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Callable, Sequence
@@ -67,7 +76,8 @@ from tqdm import tqdm
 
 from dann.data.domains import (CorruptDataError, DataError, DatasetNotFoundError, Domain, Split, default_root,
                                register)
-from dann.data.download import (downloads_enabled, extract, fetch, find_archives, md5sum, sha256sum, verify)
+from dann.data.download import (Remote, downloads_enabled, extract, fetch, fetch_remote, find_archives, md5sum,
+                                 sha256sum, verify)
 
 # ------------------------------------------------------------------------------- constants
 MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -86,14 +96,14 @@ MNIST_M_COUNTS = {"train": 59_001, "test": 9_001}
 # SynNumbers ("SynthDigits.zip", Ganin & Lempitsky), linked from http://yaroslav.ganin.net/ ; needs `pip install gdown`.
 SYN_NUMBERS_URL = "https://drive.google.com/file/d/0B9Z4d7lAwbnTSVR1dEFSRUFxOUU/view"
 SYN_NUMBERS_ARCHIVE = "SynthDigits.zip"
-# No checksum is published: record the sha256 of the first verified download here.
+# No checksum is published for these: a site may pin its own copies here (then enforced).
 SYN_NUMBERS_SHA256: dict[str, str | None] = {
     "SynthDigits.zip": None, "synth_train_32x32.mat": None, "synth_test_32x32.mat": None}
 
 # SynSigns (Moiseev et al. 2013), page http://graphics.cs.msu.ru/en/node/1337
 SYN_SIGNS_URL = "https://www.dropbox.com/s/7izi9lccg163on1/synthetic_data.zip?dl=1"
 SYN_SIGNS_ARCHIVE = "synthetic_data.zip"
-# No checksum is published: record the sha256 of the first verified download here.
+# No checksum is published: a site may pin its own copy here (then enforced).
 SYN_SIGNS_SHA256: dict[str, str | None] = {"synthetic_data.zip": None}
 SYN_SIGNS_FULL = 100_000  # images in the full release
 SYN_SIGNS_SPLIT_SEED = 1_337_043  # fixed; unrelated to training seeds
@@ -107,6 +117,49 @@ GTSRB_SPLIT_SEED = 31_367
 GTSRB_MARKER = "00000/GT-00000.csv"
 
 SIGN_SIZE = (40, 40)
+
+# ---------------------------------------------------------------------------------- mirrors
+# Every downloadable file, its mirrors in the order they are tried, and its pins. Sizes: the
+# .gz files' and SVHN's are those TensorFlow Datasets publishes for the same URLs
+# (url_checksums/mnist.txt, svhn_cropped.txt); md5s are torchvision's.
+MNIST_GZ_SIZES = {"train-images-idx3-ubyte.gz": 9_912_422, "train-labels-idx1-ubyte.gz": 28_881,
+                  "t10k-images-idx3-ubyte.gz": 1_648_877, "t10k-labels-idx1-ubyte.gz": 4_542}
+# TensorFlow Datasets' copy; the same sizes as LeCun's files. If its bytes ever differed from the
+# pinned md5 it would simply be skipped.
+MNIST_EXTRA_MIRROR = "https://storage.googleapis.com/cvdf-datasets/mnist/"
+SVHN_SIZES = {"train_32x32.mat": 182_040_794, "test_32x32.mat": 64_275_384}
+# SynNumbers as Git LFS objects of the public GitHub repository domainadaptation/datasets
+# (pointer files synth/*.mat give these sha256 and sizes). raw.githubusercontent.com returns
+# the small pointer file, not the content; LFS content is served from
+# media.githubusercontent.com/media/<owner>/<repo>/<ref>/<path>, and github.com/<owner>/<repo>/
+# raw/<ref>/<path> is the second mirror (for LFS files it redirects to the content). Assumption:
+# these URL forms are taken from common use, not from a GitHub document; if one stops working,
+# the next mirror is tried and the pinned sha256 guards against anything else being served.
+SYN_NUMBERS_REPO, SYN_NUMBERS_REF = "domainadaptation/datasets", "master"
+SYN_NUMBERS_LFS = {"synth_train_32x32.mat": ("e0e0924ecd0c0b5a55ed6485aaa7d39937af982397717b89a3d91777aca9433c",
+                                             895_578_032),
+                   "synth_test_32x32.mat": ("6285fe9a1c6f27b379a47263907a37899b59ce86948fd343a5b904435cde5bcc",
+                                            17_851_156)}
+
+
+def _mirrors() -> dict[str, tuple[Remote, ...]]:
+    repo, ref = SYN_NUMBERS_REPO, SYN_NUMBERS_REF
+    return {
+        "mnist": tuple(Remote(gz, tuple(m + gz for m in (*MNIST.mirrors, MNIST_EXTRA_MIRROR)), md5=md5,
+                              size=MNIST_GZ_SIZES[gz]) for gz, md5 in MNIST.resources),
+        "mnist_m": (Remote("mnist_m.tar.gz", (MNIST_M_URL,), md5=MNIST_M_MD5),),
+        # no second source of SVHN with a published checksum is known
+        "svhn": tuple(Remote(fname, (url,), md5=md5, size=SVHN_SIZES[fname])
+                      for url, fname, md5 in (SVHN.split_list["train"], SVHN.split_list["test"])),
+        "syn_numbers": tuple(Remote(name, (f"https://media.githubusercontent.com/media/{repo}/{ref}/synth/{name}",
+                                           f"https://github.com/{repo}/raw/{ref}/synth/{name}"),
+                                    sha256=digest, size=size) for name, (digest, size) in SYN_NUMBERS_LFS.items()),
+        "syn_signs": (Remote(SYN_SIGNS_ARCHIVE, (SYN_SIGNS_URL,), sha256=SYN_SIGNS_SHA256[SYN_SIGNS_ARCHIVE]),),
+        "gtsrb": (Remote("GTSRB-Training_fixed.zip", (GTSRB_URL,), md5=GTSRB_MD5),),
+    }
+
+
+MIRRORS: dict[str, tuple[Remote, ...]] = _mirrors()
 _printed: set[str] = set()
 
 
@@ -118,22 +171,32 @@ def _notice(msg: str) -> None:
         print(f"[dann] {msg}", flush=True)
 
 
-def _not_found(name: str, expected: Sequence[Path], folder: Path, urls: Sequence[str],
-               how: str = "") -> DatasetNotFoundError:
-    files = "\n".join(f"  {p}" for p in expected)
+def _not_found(name: str, expected: Sequence[Path], folder: Path, urls: Sequence[str], how: str = "",
+               present: Callable[[Path], bool] = Path.exists) -> DatasetNotFoundError:
+    """The error for absent raw files: every expected file (each marked present or missing), where, and the URLs."""
+    def line(p: Path) -> str:
+        if re.search(r"[*{}()]| \+ ", p.name):  # a pattern or a note, not one file
+            return f"  {p}"
+        return f"  {p} ({'present' if present(p) else 'missing'})"
+
+    files = "\n".join(line(Path(p)) for p in expected)
     return DatasetNotFoundError(
         f"{name}: raw files not found. Expected:\n{files}\nPlace them in {folder}{how}, or set DANN_DOWNLOAD=1 "
         f"(or call dann.data.real.download({name!r})) to download them from: {', '.join(urls)}")
 
 
-def _check_unpinned(path: Path, table: dict[str, str | None], table_name: str) -> None:
-    """Enforce a pinned sha256, or print the file's sha256 so the user can pin it."""
+def _check_unpinned(path: Path, table: dict[str, str | None], mirror_sha256: str | None = None) -> None:
+    """Enforce a sha256 the site pinned in ``table``; else say the file's sha256 and why it is accepted."""
     pinned = table.get(path.name)
     if pinned:
         verify(path, sha256=pinned)
-    else:
-        _notice(f"{path} has no published checksum; its sha256 is {sha256sum(path)} "
-                f"(record it in {table_name}[{path.name!r}] in dann/data/real.py to pin it)")
+        return
+    digest = sha256sum(path)
+    if digest == mirror_sha256:
+        return  # the very file the pinned mirror serves
+    why = (f"not the mirror's {mirror_sha256} (another copy?)" if mirror_sha256
+           else "no checksum is published for this file")
+    _notice(f"{path}: sha256 {digest}, {why}; accepted because its content is checked instead")
 
 
 def _roi_box(roi: tuple[int, int, int, int, int, int], actual: tuple[int, int]) -> tuple[float, float, float, float]:
@@ -197,10 +260,10 @@ def _labels(values: Sequence[int], num_classes: int, where: str) -> torch.Tensor
 # ----------------------------------------------------------------------------------- MNIST
 def _fetch_mnist(root: Path, names: Sequence[str] | None = None) -> None:
     raw = root / "MNIST" / "raw"
-    for gz, md5 in MNIST.resources:
-        if names is None or gz[:-3] in names:
-            if not (raw / gz).is_file() and not (raw / gz[:-3]).is_file():
-                fetch([m + gz for m in MNIST.mirrors], raw / gz, md5=md5)
+    for r in MIRRORS["mnist"]:
+        if names is None or r.name[:-3] in names:
+            if not (raw / r.name).is_file() and not (raw / r.name[:-3]).is_file():
+                fetch_remote(r, raw)
 
 
 def _mnist_file(raw: Path, name: str, tmp: Path) -> Path:
@@ -229,8 +292,9 @@ def build_mnist(root: Path, split: str) -> Split:
         _fetch_mnist(Path(root), names)
         missing = []
     if missing:
-        raise _not_found("mnist", [raw / f"{n} (or {n}.gz)" for n in names], raw, MNIST.mirrors,
-                         " (torchvision's MNIST layout; plain or .gz)")
+        raise _not_found("mnist", [raw / n for s in MNIST_FILES.values() for n in s], raw, MNIST.mirrors,
+                         " (torchvision's MNIST layout; each file plain or .gz)",
+                         present=lambda p: p.is_file() or p.with_name(p.name + ".gz").is_file())
     _notice(f"building mnist/{split} from {raw}")
     with TemporaryDirectory(prefix="dann-mnist-") as tmp:
         img, lbl = (_mnist_file(raw, n, Path(tmp)) for n in names)
@@ -243,7 +307,8 @@ def build_mnist(root: Path, split: str) -> Split:
 
 # --------------------------------------------------------------------------------- MNIST-M
 def _fetch_mnist_m(root: Path) -> None:
-    fetch(MNIST_M_URL, Path(root) / "mnist_m.tar.gz", md5=MNIST_M_MD5)
+    for r in MIRRORS["mnist_m"]:
+        fetch_remote(r, Path(root))
 
 
 def _mnist_m_dir(root: Path) -> Path:
@@ -289,29 +354,64 @@ def build_mnist_m(root: Path, split: str) -> Split:
 
 
 # ------------------------------------------------------------------------ SVHN, SynNumbers
+def _read_mat73(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """X and y of a MATLAB v7.3 file (HDF5), in MATLAB's axis order, as ``loadmat`` gives a v5 file's."""
+    try:
+        import h5py
+    except ImportError as e:
+        raise DataError(f"{path} is a MATLAB v7.3 (HDF5) file; reading it needs h5py: pip install h5py") from e
+    try:
+        with h5py.File(path, "r") as f:
+            ds = {}
+            for key in ("X", "y"):
+                d = f[key] if isinstance(f.get(key, getlink=True), h5py.HardLink) else None
+                # data kept in other files (external links, external or virtual storage) is never read
+                if not isinstance(d, h5py.Dataset) or d.external or d.is_virtual:
+                    raise CorruptDataError(f"{path}: no dataset {key!r} stored in the file itself; expected a "
+                                           f"MATLAB file with X (32, 32, 3, N) uint8 and y (N labels)")
+                ds[key] = d
+            x = ds["X"]
+            # MATLAB is column-major: HDF5 holds its (32, 32, 3, N) X as (N, 3, 32, 32), hence shape[::-1]
+            # and .T; the shape is checked before any pixel is read
+            if x.ndim != 4 or x.shape[::-1][:3] != (32, 32, 3) or x.dtype != np.uint8:
+                raise CorruptDataError(f"{path}: X is {x.shape[::-1]} {x.dtype}; expected X (32, 32, 3, N) uint8")
+            return x[()].T, ds["y"][()].T
+    except OSError as e:
+        raise CorruptDataError(f"{path} is truncated or not a readable MATLAB v7.3 (HDF5) file ({e})") from e
+
+
 def _read_digits_mat(path: Path) -> Split:
-    """A .mat file with X (32, 32, 3, N) uint8 and y (N, 1) where 10 means digit 0."""
+    """A .mat file (MATLAB v5, or v7.3 = HDF5) with X (32, 32, 3, N) uint8 and y (N, 1) where 10 means digit 0."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError, matfile_version
 
     try:
-        d = loadmat(str(path), variable_names=["X", "y"])
-        x, y = d["X"], d["y"]
-    except (ValueError, OSError, TypeError, KeyError, NotImplementedError, EOFError) as e:
+        if matfile_version(str(path))[0] == 2:  # 2 = v7.3, which scipy cannot read
+            x, y = _read_mat73(path)
+        else:
+            d = loadmat(str(path), variable_names=["X", "y"])
+            x, y = d["X"], d["y"]
+    except (ValueError, OSError, TypeError, KeyError, NotImplementedError, EOFError, MatReadError) as e:
         raise CorruptDataError(f"{path} is truncated or not a MATLAB file with X and y "
                                f"({type(e).__name__}: {e})") from e
     if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.dtype != np.uint8 or y.size != x.shape[3]:
         raise CorruptDataError(f"{path}: X is {x.shape} {x.dtype} and y has {y.size} entries; "
                                f"expected X (32, 32, 3, N) uint8 and N labels")
-    y = y.reshape(-1).astype(np.int64)
+    y = y.reshape(-1)
+    # v7.3 files store labels as doubles: accept whole numbers only
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0)):
+        raise CorruptDataError(f"{path}: labels y must be whole numbers 1..10, found {y.dtype} values "
+                               f"such as {y[:3].tolist()}")
+    y = y.astype(np.int64)
     y[y == 10] = 0
     return Split(torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), _labels(y, 10, str(path)))
 
 
 def _fetch_svhn(root: Path, splits: Sequence[str] = ("train", "test")) -> None:
-    for s in splits:
-        url, fname, md5 = SVHN.split_list[s]
-        if not (root / "svhn" / fname).is_file():
-            fetch(url, root / "svhn" / fname, md5=md5)
+    wanted = {SVHN.split_list[s][1] for s in splits}
+    for r in MIRRORS["svhn"]:
+        if r.name in wanted and not (root / "svhn" / r.name).is_file():
+            fetch_remote(r, root / "svhn")
 
 
 def build_svhn(root: Path, split: str) -> Split:
@@ -320,43 +420,58 @@ def build_svhn(root: Path, split: str) -> Split:
     if not path.is_file() and downloads_enabled():
         _fetch_svhn(Path(root), [split])
     if not path.is_file():
-        raise _not_found("svhn", [path], path.parent, [url], " (torchvision's SVHN(root=<root>/svhn) layout)")
+        raise _not_found("svhn", [path.with_name(SVHN.split_list[s][1]) for s in ("train", "test")], path.parent,
+                         [SVHN.split_list[s][0] for s in ("train", "test")],
+                         " (torchvision's SVHN(root=<root>/svhn) layout)")
     _notice(f"building svhn/{split} from {path}")
     verify(path, md5=md5, hint=f"Download it again from {url}.")
     return _read_digits_mat(path)
 
 
 def _fetch_syn_numbers(root: Path) -> None:
+    """The two pinned .mat files from their mirrors; failing that, Ganin's SynthDigits.zip (unpinned)."""
     folder = Path(root) / "syn_numbers"
-    if not (folder / SYN_NUMBERS_ARCHIVE).is_file():
-        fetch(SYN_NUMBERS_URL, folder / SYN_NUMBERS_ARCHIVE, sha256=SYN_NUMBERS_SHA256[SYN_NUMBERS_ARCHIVE])
+    try:
+        for r in MIRRORS["syn_numbers"]:
+            if not (folder / r.name).is_file():
+                fetch_remote(r, folder)
+    except DataError as e:
+        if (folder / SYN_NUMBERS_ARCHIVE).is_file():
+            raise
+        _notice(f"the pinned mirrors of SynNumbers failed; trying {SYN_NUMBERS_ARCHIVE} from {SYN_NUMBERS_URL} "
+                f"(no checksum is published for it; its content is checked instead)")
+        try:
+            fetch(SYN_NUMBERS_URL, folder / SYN_NUMBERS_ARCHIVE, sha256=SYN_NUMBERS_SHA256[SYN_NUMBERS_ARCHIVE])
+        except DataError as e2:
+            raise type(e)(f"{e}\n{e2}") from e2
 
 
 def build_syn_numbers(root: Path, split: str) -> Split:
     folder = Path(root) / "syn_numbers"
     fname = f"synth_{split}_32x32.mat"
     candidates = [folder / fname, folder / "SynthDigits" / fname]
-    path = next((p for p in candidates if p.is_file()), None)
     archive = folder / SYN_NUMBERS_ARCHIVE
-    if path is None and not archive.is_file() and downloads_enabled():
+    if not any(p.is_file() for p in candidates) and not archive.is_file() and downloads_enabled():
         _fetch_syn_numbers(Path(root))
+    path = next((p for p in candidates if p.is_file()), None)
     if path is None and archive.is_file():
-        _check_unpinned(archive, SYN_NUMBERS_SHA256, "SYN_NUMBERS_SHA256")
+        _check_unpinned(archive, SYN_NUMBERS_SHA256)
         path = extract(archive, folder / "SynthDigits", "synth_train_32x32.mat") / fname
     if path is None or not path.is_file():
         raise _not_found("syn_numbers", [folder / "synth_train_32x32.mat", folder / "synth_test_32x32.mat",
                                          archive], folder, [SYN_NUMBERS_URL, "http://yaroslav.ganin.net/"],
                          " (the two .mat files, or the SynthDigits.zip that holds them)")
     _notice(f"building syn_numbers/{split} from {path}")
-    _check_unpinned(path, SYN_NUMBERS_SHA256, "SYN_NUMBERS_SHA256")
+    _check_unpinned(path, SYN_NUMBERS_SHA256, SYN_NUMBERS_LFS.get(path.name, (None,))[0])
     return _read_digits_mat(path)
 
 
 # -------------------------------------------------------------------------------- SynSigns
 def _fetch_syn_signs(root: Path) -> None:
     folder = Path(root) / "syn_signs"
-    if not (folder / SYN_SIGNS_ARCHIVE).is_file():
-        fetch(SYN_SIGNS_URL, folder / SYN_SIGNS_ARCHIVE, sha256=SYN_SIGNS_SHA256[SYN_SIGNS_ARCHIVE])
+    for r in MIRRORS["syn_signs"]:
+        if not (folder / r.name).is_file():
+            fetch_remote(r, folder)
 
 
 def _syn_signs_dir(root: Path) -> Path:
@@ -375,7 +490,7 @@ def _syn_signs_dir(root: Path) -> Path:
     archive = next((a for a in archives if a.name == SYN_SIGNS_ARCHIVE), archives[0])
     if len(archives) > 1:
         _notice(f"several archives in {folder}; using {archive.name}")
-    _check_unpinned(archive, SYN_SIGNS_SHA256, "SYN_SIGNS_SHA256")
+    _check_unpinned(archive, SYN_SIGNS_SHA256)
     return extract(archive, folder / "synthetic_data", "train_labelling.txt")
 
 
@@ -416,7 +531,8 @@ GTSRB_LAYOUTS = (Path("GTSRB") / "Training", Path("GTSRB") / "Final_Training" / 
 def _fetch_gtsrb(root: Path) -> None:
     folder = Path(root) / "gtsrb"
     if not find_archives(folder, GTSRB_ARCHIVE_PATTERNS):
-        fetch(GTSRB_URL, folder / "GTSRB-Training_fixed.zip", md5=GTSRB_MD5)
+        for r in MIRRORS["gtsrb"]:
+            fetch_remote(r, folder)
 
 
 def _gtsrb_dir(root: Path) -> Path:
@@ -500,13 +616,47 @@ def download(name: str, root: str | Path | None = None) -> None:
     _FETCH[name](Path(root).expanduser() if root else default_root())
 
 
-register(Domain("mnist", 10, build_mnist, doc="MNIST digits, 1x28x28, 60,000 train / 10,000 test"))
-register(Domain("mnist_m", 10, build_mnist_m,
+# Whether each domain's raw files (or an archive holding them) are present: what `dann-data list` says.
+def mnist_raw_present(root: Path) -> bool:
+    raw = Path(root) / "MNIST" / "raw"
+    return all((raw / n).is_file() or (raw / f"{n}.gz").is_file() for names in MNIST_FILES.values() for n in names)
+
+
+def _mnist_m_present(root: Path) -> bool:
+    return (root / "mnist_m" / "mnist_m_train_labels.txt").is_file() or (root / "mnist_m.tar.gz").is_file()
+
+
+def _svhn_present(root: Path) -> bool:
+    return all((root / "svhn" / SVHN.split_list[s][1]).is_file() for s in ("train", "test"))
+
+
+def _syn_numbers_present(root: Path) -> bool:
+    folder = root / "syn_numbers"
+    return (folder / SYN_NUMBERS_ARCHIVE).is_file() or any(
+        all((d / f"synth_{s}_32x32.mat").is_file() for s in ("train", "test")) for d in (folder, folder / "SynthDigits"))
+
+
+def _syn_signs_present(root: Path) -> bool:
+    folder = root / "syn_signs"
+    return any((d / "train_labelling.txt").is_file() for d in (folder, folder / "synthetic_data")) or bool(
+        find_archives(folder))
+
+
+def _gtsrb_present(root: Path) -> bool:
+    folder = root / "gtsrb"
+    return any((folder / rel / GTSRB_MARKER).is_file() for rel in GTSRB_LAYOUTS) or bool(
+        find_archives(folder, GTSRB_ARCHIVE_PATTERNS))
+
+
+register(Domain("mnist", 10, build_mnist, doc="MNIST digits, 1x28x28, 60,000 train / 10,000 test",
+                raw_files=mnist_raw_present))
+register(Domain("mnist_m", 10, build_mnist_m, raw_files=_mnist_m_present,
                 doc="MNIST-M (Ganin et al.): MNIST blended with BSDS500 patches, 3x32x32, 59,001 / 9,001"))
-register(Domain("svhn", 10, build_svhn, doc="SVHN cropped digits, 3x32x32, 73,257 / 26,032 (label 10 -> 0)"))
-register(Domain("syn_numbers", 10, build_syn_numbers,
+register(Domain("svhn", 10, build_svhn, doc="SVHN cropped digits, 3x32x32, 73,257 / 26,032 (label 10 -> 0)",
+                raw_files=_svhn_present))
+register(Domain("syn_numbers", 10, build_syn_numbers, raw_files=_syn_numbers_present,
                 doc="SynNumbers (Ganin & Lempitsky): synthetic house numbers, 3x32x32"))
-register(Domain("syn_signs", 43, build_syn_signs,
+register(Domain("syn_signs", 43, build_syn_signs, raw_files=_syn_signs_present,
                 doc="SynSigns (Moiseev et al.): synthetic traffic signs, 3x40x40; fixed 90/10 train/test split"))
-register(Domain("gtsrb", 43, build_gtsrb,
+register(Domain("gtsrb", 43, build_gtsrb, raw_files=_gtsrb_present,
                 doc="GTSRB official training set, ROI crops at 3x40x40; fixed 31,367 train / 7,842 test split"))

@@ -398,9 +398,39 @@ def test_curves_without_any_evaluations_write_nothing_and_say_so(runs, capsys, t
 
 def test_golden_the_committed_runs_give_the_committed_table():
     """The redesign changes no result: dann-table over the committed MNIST->MNIST-M records prints
-    the committed table.md, digit for digit."""
+    the committed table.md, digit for digit, with the plain command (no --merge)."""
     exp = Path(__file__).resolve().parent.parent / "experiments" / "paper_table"
-    p = subprocess.run([sys.executable, "-m", "dann.report.cli", str(exp / "runs"), "--merge", "data.src_val"],
+    p = subprocess.run([sys.executable, "-m", "dann.report.cli", str(exp / "runs"), ],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout == (exp / "table.md").read_text()
+
+
+def test_runs_of_one_seed_on_two_kinds_of_hardware_are_two_columns_not_repeated_seeds(tmp_path, capsys):
+    for dev in ("cpu", "cuda:0"):
+        for seed, acc in enumerate([0.70, 0.72]):
+            write_record(tmp_path / f"{dev[:3]}_s{seed}",
+                         rec("mnist_mnistm", "dann", seed, acc, config=config("dann", seed), device=dev))
+    code, out, err = run(capsys, tmp_path)
+    assert code == 0
+    assert "mnist_mnistm [hardware=cpu]" in out and "mnist_mnistm [hardware=cuda]" in out
+    assert "repeated seeds" not in out
+
+
+def test_train_on_target_joins_the_column_whatever_its_source_hold_out(tmp_path, capsys):
+    """Train-on-target trains on no source image: a run recorded before data.src_val existed is
+    averaged with the others (and the table says so); source-only runs still split on it."""
+    old = config("target_only", 0)
+    del old["data"]["src_val"]
+    write_record(tmp_path / "to0", rec("mnist_mnistm", "target_only", 0, 0.96, config=old))
+    write_record(tmp_path / "to1", rec("mnist_mnistm", "target_only", 1, 0.97, config=config("target_only", 1)))
+    write_record(tmp_path / "so0", rec("mnist_mnistm", "source_only", 0, 0.58, config=config("source_only", 0)))
+    code, out, err = run(capsys, tmp_path)
+    assert code == 0
+    assert "| target_only | .9650 ± .0071 (2)" in out, out
+    assert "[data.src_val" not in out and "does not train on: target_only" in out
+    so_old = config("source_only", 1)
+    del so_old["data"]["src_val"]
+    write_record(tmp_path / "so1", rec("mnist_mnistm", "source_only", 1, 0.60, config=so_old))
+    code, out, err = run(capsys, tmp_path)
+    assert "mnist_mnistm [data.src_val=1000]" in out and "mnist_mnistm [data.src_val=—]" in out

@@ -45,6 +45,8 @@ def notes(t: Table) -> list[str]:
                        + ", ".join(f"{p} -> {STAND_INS[p]}" for p in stand_ins) + ").")
     if t.splits:
         out.append("Runs of different protocols are not averaged: " + "; ".join(t.splits) + ".")
+    if t.unfelt:
+        out.append("Averaged across a key the method does not train on: " + "; ".join(t.unfelt) + ".")
     if t.merged:
         out.append("On request (--merge), runs that differ in " + ", ".join(t.merged) + " ARE averaged together.")
     marked = sorted(f"{m} on {p}: {c.selection}" for (p, m), c in t.cells.items() if c.oracle)

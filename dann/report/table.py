@@ -116,6 +116,7 @@ class Table:
     rows: dict[str, Row] = field(default_factory=dict)  # label -> Row (labels without one: methods)
     splits: list[str] = field(default_factory=list)  # "mnist_mnistm split by trainer.max_steps (8000, 15000)"
     merged: list[str] = field(default_factory=list)  # keys the user chose to average across (--merge)
+    unfelt: list[str] = field(default_factory=list)  # runs grouped across a key their method does not train on
     # averaged runs whose classifier collapsed to chance: (record path, step)
     collapsed: list[tuple[str, int]] = field(default_factory=list)
 
@@ -210,15 +211,34 @@ def unused_domain(key: str, flat: dict[str, Any]) -> bool:
                                                                           flat.get("pair.target")))
 
 
+#: Keys a method does not train on, by method: train-on-target never reads a source image to
+#: train, so how many source images are held out for validation moves only the pooled mean it
+#: subtracts (1,000 of 60,000 MNIST images: a change in the 4th digit of the mean). Such runs
+#: join the column of the others (the table says so under it).
+IGNORED_FOR: dict[str, tuple[str, ...]] = {"target_only": ("data.src_val",)}
+HARDWARE = "hardware"  # the pseudo-key of the device kind a run trained on (cpu, cuda, ...)
+
+
+def hardware(record: dict[str, Any]) -> str | None:
+    """The kind of device the run trained on (``cuda:0`` -> ``cuda``), None when not recorded."""
+    dev = record.get("device")
+    return str(dev).split(":")[0] if dev else None
+
+
 def protocol(record: dict[str, Any], extra_ignore: Sequence[str] = ()) -> dict[str, Any]:
     """The record's protocol: its flattened config without :data:`PROTOCOL_IGNORE` (and the keys
-    the user chose to merge across, ``extra_ignore``) and the unused ``domains``. Empty for a
-    record without a config (old or hand-written)."""
+    the user chose to merge across, ``extra_ignore``), the unused ``domains`` and the keys its
+    method cannot feel (:data:`IGNORED_FOR`); plus the hardware it ran on, so that runs of one
+    seed on a CPU and a GPU are two columns, not repeated seeds. Empty for a record without a
+    config (old or hand-written)."""
     config = record.get("config")
     flat = flatten(config) if isinstance(config, dict) else {}
     if flat:
         flat = {**ADDED_KEYS, **flat}
-    return {k: v for k, v in flat.items() if not ignored(k, extra_ignore) and not unused_domain(k, flat)}
+        if hardware(record):
+            flat[HARDWARE] = hardware(record)
+    skip = (*extra_ignore, *IGNORED_FOR.get(str(record.get("method")), ()))
+    return {k: v for k, v in flat.items() if not ignored(k, skip) and not unused_domain(k, flat)}
 
 
 def canonical(value: Any) -> str:
@@ -310,6 +330,22 @@ def selected_value(record: dict[str, Any], rule: str) -> tuple[float | None, str
         return None, f"--select {rule}: {e}"
 
 
+def fill_unfelt(runs: list[Run], notes: set[str]) -> list[Run]:
+    """A run's key that its method cannot feel (:data:`IGNORED_FOR`) takes the value the other
+    runs of the pair agree on, so it joins their column instead of making one of its own."""
+    out = []
+    for r in runs:
+        proto = dict(r.protocol)
+        for k in IGNORED_FOR.get(str(r.record.get("method")), ()):
+            values = {canonical(o.protocol[k]): o.protocol[k] for o in runs if k in o.protocol}
+            if len(values) == 1 and proto and canonical(proto.get(k)) not in values:
+                proto[k] = next(iter(values.values()))
+                notes.add(f"{r.record.get('method')} runs are grouped whatever their {k} "
+                                 f"(it trains on no source image)")
+        out.append(r._replace(protocol=proto))
+    return out
+
+
 def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]],
                 metric: str = DEFAULT_METRIC, select: str | None = None, merge: Sequence[str] = ()) -> Table:
     """Group finished records by (pair, method), split by protocol; keep the others aside with their reasons.
@@ -339,8 +375,9 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
     t.merged = list(merge)
     t.collapsed = [(r.record.get("_path", "?"), r.record["collapsed_at_step"]) for r in runs
                    if r.record.get("collapsed_at_step") is not None]
+    unfelt: set[str] = set()
     for pair in sorted({r.pair for r in runs}):
-        columns, note = split([r for r in runs if r.pair == pair], lambda k: not is_method_option(k), pair)
+        columns, note = split(fill_unfelt([r for r in runs if r.pair == pair], unfelt), lambda k: not is_method_option(k), pair)
         t.splits += note
         for column_settings, column_runs in columns.items():
             column = label(pair, column_settings)
@@ -355,6 +392,7 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
                                                                       [r.record["seed"] for r in cell_runs],
                                                                       [row.selection] * len(cell_runs),
                                                                       [r.record for r in cell_runs])
+    t.unfelt = sorted(unfelt)
     return t
 
 

@@ -51,8 +51,8 @@ run source_only_28px_crop_s0 mnist_mnistm source_only 0 pair.image_size=28
 wait
 run sa_28px_crop_s0 mnist_mnistm sa 0 pair.image_size=28 resume=$out/source_only_28px_crop_s0/checkpoints/last.ckpt
 out=$table_out
-dann-table $out --merge data.src_val --out table.md --png table.png
-dann-table $out --merge data.src_val --format latex --out table.tex
+dann-table $out --out table.md --png table.png
+dann-table $out --format latex --out table.tex
 dann-table $out --selection-study --out ../model_selection/study.md --png ../model_selection/study.png
 # session 6: SynSigns->GTSRB, short runs (2,000 steps; the table's protocol is 15,000), our
 # generated SynSigns, and with half its backgrounds cut from BSDS500 photos; one 6,000-step

@@ -18,6 +18,7 @@ def __getattr__(name: str):
 
 
 # Domain modules register themselves on import (one line each below).
+from dann.data import toy  # noqa: E402,F401
 from dann.data import real  # noqa: E402,F401
 from dann.data import mnistm  # noqa: E402,F401
 from dann.data import custom  # noqa: E402,F401

@@ -60,13 +60,13 @@ def method_class(method: Mapping[str, Any]) -> type[DAMethod]:
 
 
 def check_method_name(method: Mapping[str, Any]) -> None:
-    """A built-in class keeps its yaml's name (``method.name=dan`` with DANN's class is a typo);
-    a class of your own may carry any name."""
+    """A built-in class keeps one of its yamls' names (``method.name=dan`` with DANN's class is a
+    typo; CDAN's class is both ``cdan`` and ``cdan_e``); a class of your own may carry any name."""
     target, name = method.get("_target_"), method.get("name")
-    for path in Path(CONF_DIR, "method").glob("*.yaml"):
-        if OmegaConf.load(path).get("_target_") == target and name != path.stem:
-            raise ConfigError(f"method.name={name!r} is not the name of {target}: expected {path.stem!r} "
-                              f"(choose a method with method=NAME; known: {', '.join(method_names())})")
+    names = [p.stem for p in Path(CONF_DIR, "method").glob("*.yaml") if OmegaConf.load(p).get("_target_") == target]
+    if names and name not in names:
+        raise ConfigError(f"method.name={name!r} is not a name of {target}: expected {' or '.join(map(repr, sorted(names)))} "
+                          f"(choose a method with method=NAME; known: {', '.join(method_names())})")
 
 
 def method_options(method: Mapping[str, Any]) -> dict[str, Any]:

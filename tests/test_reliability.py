@@ -93,7 +93,7 @@ def test_bad_config_error_names_key(tmp_path, override, key):
     assert "allowed" in str(e.value) or "expected" in str(e.value) or "known" in str(e.value)
 
 
-@pytest.mark.parametrize("override", ["pair=mnist_mnistmm", "method=dan"])
+@pytest.mark.parametrize("override", ["pair=mnist_mnistmm", "method=dnn"])
 def test_unknown_pair_or_method_file_lists_options(tmp_path, override):
     with pytest.raises((MissingConfigException, ConfigCompositionException)) as e:
         make_cfg(tmp_path, override)

@@ -13,10 +13,12 @@ For each pair's network it measures, each in a fresh process (clean peak memory)
    already normalised in memory: the floor for this hardware.
 
 and the time to load each domain from its cache. ``--peer`` adds pytorch-adapt's DANN when
-that package is installed. Prints a table (ms/step, images/s, peak memory, and the system CPU
-time and minor page faults per step, which show memory handed back to the OS and faulted in
-again every step), writes JSON; the ratios are the headline, since absolute times on shared
-machines vary: ``--repeat 3`` interleaves rounds of all loops and takes medians.
+that package is installed. Says on stderr which loop runs; prints a table (ms/step, images/s,
+peak memory, and the system CPU time and minor page faults per step, which show memory handed
+back to the OS and faulted in again every step), and writes JSON with ``--out``; the ratios are
+the headline, since absolute times on shared machines vary: ``--repeat 3`` interleaves rounds of
+all loops and takes medians. It warns when the machine is busy at the start (load average above
+the number of cores): the loops then compete with other programs and their ratios mean little.
 
     dann-bench --pairs mnist_mnistm --steps 300 --out bench.json
 
@@ -362,13 +364,33 @@ def _worker(argv: list[str]) -> None:
     print("BENCH_JSON " + json.dumps(fn()), flush=True)
 
 
+def load_warning(load: float, cores: int) -> str | None:
+    """The warning for a machine busy with other work (1-minute load average above its cores)."""
+    if load <= cores:
+        return None
+    return (f"dann-bench: warning: the machine is busy (load average {load:.1f} on {cores} cores): the loops "
+            f"compete with other programs, so their times and ratios are not meaningful. Rerun when it is idle.")
+
+
+def _machine_load() -> tuple[float, int] | None:
+    try:
+        return os.getloadavg()[0], os.cpu_count() or 1
+    except (OSError, AttributeError):  # no load average on this platform
+        return None
+
+
 def _spawn(mode: str, pair: str, a, extra: list[str]) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "dann.bench", "--_worker", mode, pair, str(a.steps), str(a.warmup),
            "1" if a.synthetic else "0", str(a.workers), *extra]
+    print(f"[bench] {pair}: {mode} ...", file=sys.stderr, flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, WANDB_MODE="disabled"))
     for line in p.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
-            return json.loads(line[len("BENCH_JSON "):])
+            r = json.loads(line[len("BENCH_JSON "):])
+            print(f"[bench] {pair}: {mode} " + (f"{r['ms_per_step']:.1f} ms/step" if "ms_per_step" in r else "done"),
+                  file=sys.stderr, flush=True)
+            return r
+    print(f"[bench] {pair}: {mode} failed (exit code {p.returncode})", file=sys.stderr, flush=True)
     return {"error": (p.stderr or p.stdout)[-800:]}
 
 
@@ -393,7 +415,7 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of all loops, interleaved; each loop reports its median round and the "
                          "ratios are medians of the per-round ratios (use 3+ on a shared machine)")
-    ap.add_argument("--out", default="bench.json")
+    ap.add_argument("--out", default=None, help="also write the results as JSON to this file")
     ap.add_argument("overrides", nargs="*", help="config overrides for the framework run (e.g. optim.fused=true)")
     a = ap.parse_args(argv)
     if a.repeat < 1:
@@ -416,6 +438,12 @@ def cli(argv: list[str] | None = None) -> int:
     if speed:
         res["speed"] = {"compile": a.compile or False, "channels_last": a.channels_last}
     res["repeat"] = a.repeat
+    load = _machine_load()
+    busy = load_warning(*load) if load else None
+    if load:
+        res["load_average_at_start"], res["cores"] = round(load[0], 2), load[1]
+    if busy:
+        print(busy, file=sys.stderr, flush=True)
     rows = []
     for pair in a.pairs:
         rounds = []
@@ -432,7 +460,8 @@ def cli(argv: list[str] | None = None) -> int:
             rows.append(f"| {pair} | {m} | " + (f"{v['ms_per_step']:.1f} | {v['images_per_s']:.0f} | {v['peak_mb']:.0f} | "
                                                  f"{v['sys_ms_per_step']:.1f} | {v['faults_per_step']:.0f} |"
                                                  if "ms_per_step" in v else f"{v.get('skipped') or v.get('error', '')[-120:]} | | | | |"))
-    Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
     sp = f", speed: compile={a.compile or 'off'} channels_last={a.channels_last} (framework, floor)" if speed else ""
     rep = f", median of {a.repeat} interleaved rounds" if a.repeat > 1 else ""
     print(f"device: {res['device']}, torch {res['torch']}, {a.steps} steps ({a.warmup} warm-up), batch 64+64{sp}{rep}\n")
@@ -448,7 +477,10 @@ def cli(argv: list[str] | None = None) -> int:
         if isinstance(ev, float):
             print(f"{pair}: one evaluation (test accuracies + selection scores, made every trainer.val_check_interval "
                   f"steps) = {ev:.2f} s")
-    print(f"\nJSON: {a.out}")
+    if busy:  # again under the table: the first one has scrolled away
+        print(f"\n{busy}")
+    if a.out:
+        print(f"\nJSON: {a.out}")
     return 0
 
 

@@ -17,6 +17,7 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from dann.run.progress import build_progress
 from dann.selection.probe import SelectionProbe
 
 LAST_CKPT = "last.ckpt"
@@ -120,6 +121,21 @@ class CollapseWatch(pl.Callback):
         self.finish(None if v is None else float(v))
 
 
+class EvaluateAtEnd(pl.Callback):
+    """Make the last step an evaluation step, whatever ``trainer.val_check_interval`` is.
+
+    Lightning evaluates every ``val_check_interval`` steps only, so a run shorter than that (or
+    not a multiple of it) ended with no evaluation: no ``evaluations.jsonl``, nothing for the
+    selection rules, an empty learning curve. Asking the loop to stop after the last step makes
+    Lightning evaluate there, as it does for early stopping; when the last step is an evaluation
+    step anyway it evaluates once, as before, so the evaluation steps of those runs do not change.
+    """
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
 class RNGState(pl.Callback):
     """Save the global RNG states in each checkpoint and restore them when training resumes,
     so dropout masks after a resume are those of an uninterrupted run."""
@@ -203,8 +219,9 @@ class SaveOnSignal(pl.Callback):
 
 
 def build_callbacks(cfg, out: Path, ckpt_dir: Path, num_classes: int) -> tuple[list[pl.Callback], CollapseWatch]:
-    """The callbacks of every run: guards, signal checkpoints, RNG state, periodic checkpoints
-    and the selection probe. Returns them and the collapse watch (its finding goes in the record)."""
+    """The callbacks of every run: guards, signal checkpoints, RNG state, periodic checkpoints,
+    an evaluation at the last step, the selection probe and the progress display. Returns them
+    and the collapse watch (its finding goes in the record)."""
     every = int(cfg.checkpoint.every_n_steps)
     collapse = CollapseWatch(num_classes)
     cbs: list[pl.Callback] = [
@@ -220,4 +237,8 @@ def build_callbacks(cfg, out: Path, ckpt_dir: Path, num_classes: int) -> tuple[l
     probe = cfg.get("probe") or {}
     if probe.get("enabled", False):
         cbs.append(SelectionProbe(out, samples=int(probe.get("samples", 2000))))
+    cbs.append(EvaluateAtEnd())
+    progress = build_progress(cfg)
+    if progress is not None:
+        cbs.append(progress)
     return cbs, collapse

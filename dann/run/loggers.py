@@ -71,11 +71,17 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
 
         os.environ.setdefault("WANDB_SILENT", "true")
         tags = run_tags(cfg) + list(w.get("tags") or [])
-        loggers.append(WandbLogger(
+        wl = WandbLogger(
             project=w.project, entity=w.get("entity"), name=run_name(cfg), group=w.get("group"),
             job_type=cfg.method.name, tags=tags, mode=wandb_mode(w.get("mode")), save_dir=str(output_dir),
             config=flat_config(cfg),
-        ))
+        )
+        # Lightning always passes `anonymous` to wandb.init (None when not asked for), and wandb
+        # then warns on every run that the setting has no effect: pass nothing instead.
+        init = getattr(wl, "_wandb_init", None)
+        if isinstance(init, dict) and init.get("anonymous") is None:
+            init.pop("anonymous", None)
+        loggers.append(wl)
     return loggers
 
 

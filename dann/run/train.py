@@ -33,6 +33,7 @@ from dann.run.build import build_datamodule, build_method
 from dann.run.callbacks import LAST_CKPT, build_callbacks, signalled
 from dann.run.launch import in_device_slot, pool_size
 from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv, wandb_summary
+from dann.run.quiet import quiet_libraries, single_device
 from dann.run.speed import apply_speed, speed_options
 from dann.selection import final_scores, read_evaluations, selected_model
 
@@ -78,6 +79,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     commit = git_commit()  # of the code the run starts with (the tree may move on during a long run)
     register_custom_domains(cfg.get("domains"))
     validate(cfg)
+    quiet_libraries(single_device(cfg.trainer))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
@@ -119,6 +121,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             log.info("%s on %s seed %d: src %.4f tgt %.4f (%.1f s)", cfg.method.name, cfg.pair.name, cfg.seed,
                      metrics.get("test/src_acc", float("nan")), metrics.get("test/tgt_acc", float("nan")),
                      record["wall_time_s"])
+            log.info("Run folder: %s", out.resolve())
         return record
     except BaseException as e:
         # Lightning turns SIGINT into sys.exit(1): ask the signal callback what really happened.

@@ -10,6 +10,17 @@ from typing import Any
 
 RESULTS_FILE = "results.json"
 REQUIRED_KEYS = ("pair", "method", "seed", "status", "config", "git_commit", "steps", "metrics", "wall_time_s")
+#: what the readers of a record (table, summaries, selection) count on: key -> (allowed types, as said)
+KEY_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "pair": ((str,), "a string"), "method": ((str,), "a string"), "status": ((str,), "a string"),
+    "seed": ((int,), "an integer"), "steps": ((int,), "an integer"), "metrics": ((dict,), "an object"),
+    "config": ((dict, type(None)), "an object or null"), "git_commit": ((str, type(None)), "a string or null"),
+    "wall_time_s": ((int, float, type(None)), "a number or null"),
+}
+#: written by a running dann-train (removed when it ends): with no results.json, a killed run
+OWNER_FILE = ".run.owner"
+#: what only a run folder holds: a folder with one of these and no results.json is a run without a record
+RUN_MARKERS = ("checkpoints", "metrics.csv", "evaluations.jsonl", OWNER_FILE)
 
 
 def git_commit() -> str | None:
@@ -48,11 +59,28 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
+def check_record(rec: Any) -> None:
+    """``ValueError`` saying what is wrong if ``rec`` is not a record the readers can use."""
+    if not isinstance(rec, dict):
+        raise ValueError(f"not a JSON object but {json.dumps(rec)[:60]}")
+    missing = [k for k in REQUIRED_KEYS if k not in rec]
+    if missing:
+        raise ValueError(f"missing keys {missing}")
+    for k, (types, said) in KEY_TYPES.items():
+        v = rec[k]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise ValueError(f"{k} is {json.dumps(v)[:60]}, expected {said}")
+    for k, v in rec["metrics"].items():
+        if not (v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))):
+            raise ValueError(f"metrics.{k} is {json.dumps(v)[:60]}, expected a number or null")
+
+
 def read_records(*roots: str | Path) -> tuple[list[dict[str, Any]], list[tuple[Path, str]]]:
     """All results records under ``roots`` (searched recursively), and the unreadable ones.
 
-    A record that is truncated, not JSON, or lacks required keys is returned in the second
-    list with the reason, never silently dropped or averaged.
+    A record that is truncated, not JSON, lacks required keys or holds a value of the wrong type
+    (:func:`check_record`) is returned in the second list with the reason, never silently dropped
+    or averaged.
     """
     good, bad = [], []
     for root in roots:
@@ -61,12 +89,20 @@ def read_records(*roots: str | Path) -> tuple[list[dict[str, Any]], list[tuple[P
         for p in paths:
             try:
                 rec = json.loads(p.read_text())
-                missing = [k for k in REQUIRED_KEYS if k not in rec]
-                if missing:
-                    raise ValueError(f"missing keys {missing}")
+                check_record(rec)
             except (OSError, ValueError) as e:
                 bad.append((p, str(e)))
                 continue
             rec["_path"] = str(p)
             good.append(rec)
     return good, bad
+
+
+def runs_without_record(*roots: str | Path) -> list[Path]:
+    """Folders under ``roots`` that hold a run (:data:`RUN_MARKERS`) but no ``results.json``:
+    runs still going, or killed before they could write one (SIGKILL, out of memory, a node lost)."""
+    found: set[Path] = set()
+    for root in map(Path, roots):
+        if root.is_dir():
+            found |= {p.parent for m in RUN_MARKERS for p in root.rglob(m)}
+    return sorted(d for d in found if not (d / RESULTS_FILE).exists())

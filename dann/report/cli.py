@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from dann.records import atomic_write_text, read_records
+from dann.records import atomic_write_text, read_records, runs_without_record
 from dann.report.render import RENDER, notes
 from dann.report.table import DEFAULT_METRIC, build_table
 from dann.report.table_figures import save_curves_png, save_png
@@ -58,14 +58,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         records, bad = read_records(*a.run_dirs)
     else:
         ap.error("give run folders, --wandb ENTITY/PROJECT or --wandb-dir DIR")
+    unrecorded = [] if a.wandb or a.wandb_dir else runs_without_record(*a.run_dirs)
     if not records:
         why = f"; {len(bad)} unreadable: " + "; ".join(f"{p}: {w}" for p, w in bad) if bad else ""
+        if unrecorded:
+            why += f"; {len(unrecorded)} run folder(s) without a record (running, or killed): " + \
+                   "; ".join(map(str, unrecorded))
         src = a.wandb or a.wandb_dir or " ".join(a.run_dirs)
         print(f"dann-table: error: no readable run records in {src}{why}", file=sys.stderr)
         return 2
     if a.selection_study:
         return selection_study(records, a.out, a.png)
     t = build_table(records, bad, a.metric, a.select, a.merge)
+    t.unrecorded = unrecorded
     text = RENDER[a.format](t)
     print(text, end="")
     if a.format == "csv":  # keep stdout machine-readable; the caveats still reach the reader

@@ -33,6 +33,10 @@ def cell_text(t: Table, pair: str, method: str, pm: str = "±") -> str:
     return " ".join(parts)
 
 
+def _num(x: object) -> str:
+    return f"{x:.3f}" if isinstance(x, (int, float)) else "?"
+
+
 def notes(t: Table) -> list[str]:
     """Lines under the table: what the cells mean, then failed, skipped and unreadable runs."""
     out = [f"Cells: {t.metric}, mean ± sample std (number of seeds) over finished runs."]
@@ -62,6 +66,10 @@ def notes(t: Table) -> list[str]:
         out.append(f"Runs whose label classifier collapsed to chance during training (averaged: their last step is "
                    f"what they produced): {len(t.collapsed)}")
         out += [f"- {p}: at step {step}" for p, step in t.collapsed]
+    if t.at_chance:
+        out.append(f"Runs with source accuracy at chance (averaged, but they learnt nothing, not even on the labelled "
+                   f"source: e.g. optim.lr too large): {len(t.at_chance)}")
+        out += [f"- {p}: test/src_acc {_num(acc)} (chance {_num(chance)})" for p, acc, chance in t.at_chance]
     if t.failed:
         out.append(f"Failed or unfinished runs (not averaged): {len(t.failed)}")
         out += [f"- {r.get('_path', '?')}: status {r['status']}" + (f", error: {r['error']}" if r.get("error") else "")
@@ -72,6 +80,9 @@ def notes(t: Table) -> list[str]:
     if t.unreadable:
         out.append(f"Unreadable records (not averaged): {len(t.unreadable)}")
         out += [f"- {p}: {why}" for p, why in t.unreadable]
+    if t.unrecorded:
+        out.append(f"Run folders without a record (still running, or killed before writing one): {len(t.unrecorded)}")
+        out += [f"- {d}" for d in t.unrecorded]
     return out
 
 

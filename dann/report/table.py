@@ -119,6 +119,10 @@ class Table:
     unfelt: list[str] = field(default_factory=list)  # runs grouped across a key their method does not train on
     # averaged runs whose classifier collapsed to chance: (record path, step)
     collapsed: list[tuple[str, int]] = field(default_factory=list)
+    # averaged runs whose source accuracy ended at chance: (record path, test/src_acc, chance)
+    at_chance: list[tuple[str, float, float]] = field(default_factory=list)
+    # folders that hold a run but no record (running, or killed): see dann.records.runs_without_record
+    unrecorded: list[Path] = field(default_factory=list)
 
     def column(self, label: str) -> Column:
         return self.columns.get(label) or Column(label)
@@ -375,6 +379,8 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
     t.merged = list(merge)
     t.collapsed = [(r.record.get("_path", "?"), r.record["collapsed_at_step"]) for r in runs
                    if r.record.get("collapsed_at_step") is not None]
+    t.at_chance = [(r.record.get("_path", "?"), r.record["metrics"].get("test/src_acc"), r.record.get("chance_acc"))
+                   for r in runs if r.record.get("source_at_chance")]
     unfelt: set[str] = set()
     for pair in sorted({r.pair for r in runs}):
         columns, note = split(fill_unfelt([r for r in runs if r.pair == pair], unfelt), lambda k: not is_method_option(k), pair)

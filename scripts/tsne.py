@@ -27,7 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     panels = []
     for run in a.runs:
-        rec, dm, model = load_run(run)
+        try:
+            rec, dm, model = load_run(run)
+        except (KeyError, ValueError, FileNotFoundError) as e:  # e.g. a checkpoint refused as unsafe
+            print(f"tsne: error: {run}: {e.args[0] if e.args else e}", file=sys.stderr)
+            return 2
         fs, ys = extract_features(model.features, dm.src_test, a.n)
         ft, yt = extract_features(model.features, dm.tgt_test, a.n)
         pad = proxy_a_distance(fs, ft)

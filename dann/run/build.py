@@ -19,6 +19,7 @@ from dann.data.datamodule import DeviceSplit, DomainPairDataModule, harmonise
 from dann.data.domains import Split, get_domain, load_split
 from dann.methods.base import DAMethod
 from dann.models import build_nets
+from dann.run.checkpoints import load_checkpoint
 
 
 def build_datamodule(cfg: DictConfig) -> DomainPairDataModule:
@@ -72,7 +73,7 @@ def load_run(run_dir: Path, root: Path | None = None, rec: dict[str, Any] | None
     dm = build_datamodule(cfg)
     dm.setup("test")
     model = build_method(cfg, dm.input_shape, dm.num_classes)
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"])
+    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])  # refuses a file that would run code
     model.eval()
     return rec, dm, model
 

@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from dann.run.checkpoints import SaveConfig
 from dann.run.progress import build_progress
 from dann.selection.probe import SelectionProbe
 
@@ -229,6 +231,7 @@ def build_callbacks(cfg, out: Path, ckpt_dir: Path, num_classes: int) -> tuple[l
         collapse,
         SaveOnSignal(ckpt_dir),
         RNGState(),
+        SaveConfig(OmegaConf.to_container(cfg, resolve=True)),  # a resume compares it with its own
         # last.ckpt always; with checkpoint.keep_all also step=NNNNNN.ckpt for every checkpointed step
         ModelCheckpoint(dirpath=ckpt_dir, filename="step={step:06d}", auto_insert_metric_name=False,
                         every_n_train_steps=every, save_top_k=-1 if cfg.checkpoint.get("keep_all") else 0,

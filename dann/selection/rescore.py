@@ -9,11 +9,11 @@ from typing import Any, Callable, Sequence
 
 import json
 
-import torch
 from omegaconf import OmegaConf
 
 from dann.data.custom import register_custom_domains
 from dann.run.build import build_datamodule, build_method
+from dann.run.checkpoints import load_checkpoint
 from dann.selection.evaluations import EVALS_FILE, _line
 from dann.selection.validators import evaluate
 
@@ -51,7 +51,7 @@ def rescore(run_dir: str | Path, samples: int = 2000, seed: int = 0,
     model = build_method(cfg, dm.input_shape, dm.num_classes)
     rows = []
     for step, path in (progress or (lambda x: x))(steps):
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+        state = load_checkpoint(path)["state_dict"]  # refuses a file that would run code
         model.load_state_dict(state)
         rows.append({"step": step, **evaluate(model, dm, samples, seed)})
     tmp = run_dir / (EVALS_FILE + ".tmp")

@@ -1,0 +1,91 @@
+"""Checkpoint files: read without running anything in them, written whole or not at all.
+
+A checkpoint is a pickle. ``torch.load(weights_only=False)`` rebuilds any object the file
+names, so a ``last.ckpt`` received from someone else can run code on load. Every checkpoint
+this package reads goes through :func:`load_checkpoint` (``weights_only=True``: tensors and
+plain data only), Lightning's resume included (:class:`SafeCheckpointIO` is the trainer's
+checkpoint plugin, whatever ``weights_only`` Lightning asks for). Our checkpoints hold nothing
+else: state dicts, loop counters, the RNG states as lists, the resolved config.
+
+Lightning writes a checkpoint through fsspec, to a temporary file in the system temp folder
+that is then moved: on another file system the move is a copy, and a process killed during
+it leaves half a ``last.ckpt``. :class:`SafeCheckpointIO` writes beside the file and renames.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+
+from dann.errors import CheckpointError
+
+#: the run's resolved config, saved in each of its checkpoints so that a resume can compare it
+CONFIG_KEY = "dann_config"
+
+
+def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """The checkpoint at ``path``, read with ``weights_only=True``; :class:`CheckpointError`
+    if it holds anything else (nothing in it is run) or is not a readable checkpoint."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        # torch's message names the object, e.g. "Unsupported global: GLOBAL builtins.open"
+        what = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), "")
+        raise CheckpointError(
+            f"checkpoint {path} refused: it holds objects other than tensors and plain data"
+            + (f" ({what})" if what else "") + "; only a pickle can build those, and a pickle can run any code, "
+            "so it was not loaded and nothing in it ran. Use checkpoints written by dann-train; if you trust "
+            "this file, extract its state_dict yourself.") from None
+    except (RuntimeError, EOFError, ValueError) as e:  # truncated, or not a torch file
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
+                              f"it may be truncated or not a checkpoint") from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"checkpoint {path} refused: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """Write ``checkpoint`` to a temporary file in ``path``'s folder, flush it to disk, rename it:
+    ``path`` holds the old checkpoint or the new one, never part of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class SafeCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint I/O for local run folders: :func:`save_checkpoint` and :func:`load_checkpoint`."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("SafeCheckpointIO takes no storage_options")
+        save_checkpoint(checkpoint, path)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        # weights_only=True whatever Lightning asks (some versions ask for False)
+        return load_checkpoint(path, map_location=map_location or "cpu")
+
+
+
+class SaveConfig(pl.Callback):
+    """Put the run's resolved config in each of its checkpoints (:data:`CONFIG_KEY`), for
+    :func:`dann.run.resume.check_resume` to compare a resume's config with."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = config
+
+    def on_save_checkpoint(self, trainer, module, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CONFIG_KEY] = self.config

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from dann.data.domains import Split, get_domain, load_split
+from dann.errors import ConfigError
 
 SRC_STREAM, TGT_STREAM = 0, 1
 
@@ -156,6 +157,12 @@ class EvalBatches:
             yield self.split.inputs(s), self.split.y[s]
 
 
+def batch_too_large(name: str, n: int, batch_size: int) -> ConfigError:
+    """A batch takes ``batch_size`` samples of each domain (half of ``data.batch_size``)."""
+    return ConfigError(f"data.batch_size={2 * batch_size} takes {batch_size} samples of each domain per step, but "
+                       f"{name} has only {n} training samples: set data.batch_size to at most {2 * (n // 2)}")
+
+
 def hold_out(split: Split, n_val: int, split_seed: int, name: str = "source",
              batch_size: int = 1) -> tuple[Split, Split]:
     """Split ``n_val`` samples off ``split`` (a seeded permutation, independent of the run's seed).
@@ -163,6 +170,8 @@ def hold_out(split: Split, n_val: int, split_seed: int, name: str = "source",
     Returns ``(train, val)``, each in the original order; ``val`` is empty when ``n_val == 0``.
     """
     n = len(split.y)
+    if batch_size > n:  # holding out fewer would not help: the batch is larger than the domain
+        raise batch_too_large(name, n, batch_size)
     if n_val > n - batch_size:
         raise ValueError(f"data.src_val={n_val} leaves {n - n_val} of {name}'s {n} training samples for "
                          f"training, fewer than a batch ({batch_size}); hold out fewer")
@@ -227,6 +236,8 @@ class DomainPairDataModule(pl.LightningDataModule):
                for s in ("train", "test")}
         raw["src", "train"], raw["src", "val"] = hold_out(raw["src", "train"], self.src_val_size, self.split_seed,
                                                          self.source, self.batch_size)
+        if len(raw["tgt", "train"].y) < self.batch_size:
+            raise batch_too_large(self.target, len(raw["tgt", "train"].y), self.batch_size)
         shapes = {f"{d}/{s}": tuple(v.x.shape[1:]) for (d, s), v in raw.items() if len(v.y)}
         if len(set(shapes.values())) != 1:
             raise ValueError(f"source and target inputs differ in shape {shapes}; set pair.channels and "

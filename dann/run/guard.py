@@ -1,0 +1,135 @@
+"""Guards around a run: one process per run folder, a usable data root, a source classifier
+that learnt something, and one clean line for the errors a user can fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
+
+from dann.data.domains import DataError, default_root, get_domain
+from dann.errors import CheckpointError, ConfigError, ResumeError, RunDirBusy
+from dann.records import OWNER_FILE, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".run.lock"
+
+
+# -- one process per run folder ----------------------------------------------------------------
+def lock_run_dir(out: Path) -> FileLock | None:
+    """Hold ``out`` for this run's life (release with :func:`unlock_run_dir`). A second process
+    fails here at once with :class:`RunDirBusy`, naming the folder and the holder's pid: two
+    runs in one folder interleave their ``metrics.csv`` rows and overwrite each other's record.
+
+    The lock is the operating system's (``flock``): it goes with the process, even a killed one.
+    Only rank 0 takes it; the other DDP ranks of the same run share its folder.
+    """
+    if getattr(rank_zero_only, "rank", 0) != 0:
+        return None
+    lock = FileLock(str(Path(out) / LOCK_FILE))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunDirBusy(f"{out} is in use by another dann-train process ({holder(out)}); two runs in one folder "
+                         f"would mix their metrics.csv and overwrite each other's record. Wait for it to end, stop "
+                         f"it, or give this run another folder (hydra.run.dir=... or output_dir=...)") from None
+    atomic_write_text(Path(out) / OWNER_FILE, json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now().isoformat(timespec="seconds")}))
+    return lock
+
+
+def holder(out: Path) -> str:
+    """``pid 123 on host, since ...`` of the process holding ``out``, as it wrote it down."""
+    try:
+        o = json.loads((Path(out) / OWNER_FILE).read_text())
+        return f"pid {o['pid']} on {o['host']}, since {o['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "pid unknown: it has only just started"
+
+
+def unlock_run_dir(out: Path, lock: FileLock | None) -> None:
+    if lock is not None:
+        # the owner file outlives only a killed run: dann-table names such folders
+        (Path(out) / OWNER_FILE).unlink(missing_ok=True)
+        lock.release()
+
+
+# -- the data root ------------------------------------------------------------------------------
+def check_data_root(cfg: DictConfig) -> None:
+    """:class:`ConfigError` if ``data.root`` cannot hold the pair's datasets: a file, a folder that
+    cannot be created, or one this process cannot write in (the domains' caches and locks go
+    there). Pairs generated in memory (the moons) never touch it and are not checked."""
+    if not any(get_domain(d).cache for d in (cfg.pair.source, cfg.pair.target)):
+        return
+    given = cfg.data.get("root")
+    root = Path(given).expanduser() if given else default_root()
+    key = f"data.root={given}" if given else f"data.root (unset, so {root})"
+    fix = ("set data.root to a folder you can write in, or unset it to use $DANN_DATA_DIR, else ~/.cache/dann "
+           "(`dann-data` prepares the datasets there)")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{key} is a file, not a folder: {fix}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{key} does not exist and cannot be created ({e.strerror}): {fix}") from None
+    try:
+        tempfile.TemporaryFile(dir=root).close()
+    except OSError as e:
+        raise ConfigError(f"{key} is not writable ({e.strerror}); the datasets' caches and locks are written "
+                          f"there: {fix}") from None
+
+
+# -- a source classifier at chance ----------------------------------------------------------------
+#: a run is at chance when its source test accuracy is at most this far above chance
+CHANCE_MARGIN = 0.05
+
+
+def chance_flag(metrics: dict[str, float], dm: Any, lr: float) -> dict[str, Any]:
+    """``chance_acc`` (what always guessing the most frequent source class scores on the source
+    test set) and ``source_at_chance`` for the record; a warning when the run is at chance.
+
+    A run can end without a non-finite loss and yet have learnt nothing, even on the labelled
+    source (``optim.lr=1e6`` on the moons: losses ~1e6 but finite). Its target accuracy then
+    means nothing; the record and ``dann-table`` say so.
+    """
+    y = dm.src_test.y
+    chance = float(y.bincount().max()) / max(len(y), 1)
+    acc = metrics.get("test/src_acc")
+    at = acc is not None and acc <= chance + CHANCE_MARGIN
+    if at:
+        log.warning("test/src_acc %.3f is at chance (%.3f: always guessing the most frequent source class): the "
+                    "network learnt nothing, not even on the labelled source, so its target accuracy means nothing. "
+                    "The record says source_at_chance. Lower optim.lr (this run: %g) or check the data.",
+                    acc, chance, lr)
+    return {"chance_acc": round(chance, 4), "source_at_chance": bool(at)}
+
+
+# -- the CLI: one line for the errors a user can fix -------------------------------------------------
+#: errors whose message says what is wrong and how to fix it: the CLI prints it alone
+USER_ERRORS = (ConfigError, DataError, CheckpointError, ResumeError, RunDirBusy)
+
+
+def exit_cleanly(e: BaseException) -> None:
+    """Print ``dann-train: error: <message>`` on stderr and exit with status 2, instead of Hydra's
+    traceback. Returns (the caller re-raises) with ``HYDRA_FULL_ERROR=1`` or in a sweep, where
+    Hydra records the failed job and the sweep goes on."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or (HydraConfig.initialized() and
+                                                      HydraConfig.get().mode == RunMode.MULTIRUN):
+        return
+    print(f"dann-train: error: {e}", file=sys.stderr)
+    sys.exit(2)

@@ -22,16 +22,21 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dann.config import CONF_DIR, validate
 from dann.data.custom import register_custom_domains
+from dann.errors import CheckpointError, ResumeError
 from dann.records import git_commit, write_record
 from dann.report.features import pad_score
 from dann.report.figures import save_run_figures
 from dann.run.build import build_datamodule, build_method
 from dann.run.callbacks import LAST_CKPT, build_callbacks, signalled
+from dann.run.checkpoints import SafeCheckpointIO
+from dann.run.guard import USER_ERRORS, chance_flag, check_data_root, exit_cleanly, lock_run_dir, unlock_run_dir
 from dann.run.launch import in_device_slot, pool_size
+from dann.run.resume import check_resume, check_weights
 from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv, wandb_summary
 from dann.run.quiet import quiet_libraries, single_device
 from dann.run.speed import apply_speed, speed_options
@@ -51,7 +56,8 @@ def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
         last = ckpt_dir / LAST_CKPT
         return str(last) if last.exists() else None
     if not Path(r).is_file():
-        raise FileNotFoundError(f"resume={r!r}: no such checkpoint file")
+        raise ResumeError(f"resume={r}: no such checkpoint file (resume=auto: this run folder's "
+                          f"checkpoints/{LAST_CKPT}, if there is one)")
     return str(r)
 
 
@@ -72,33 +78,42 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     """Train one run described by ``cfg``; write ``results.json`` in ``cfg.output_dir``.
 
     Returns the results record (its ``metrics`` hold ``test/src_acc`` and ``test/tgt_acc``).
-    A run that fails (non-finite loss, error) or is interrupted (SIGTERM/SIGINT) still writes
-    its record, with ``status`` "failed" or "interrupted", then re-raises.
+    A run that fails (non-finite loss, an error while its data or model are set up or while it
+    trains) or is interrupted (SIGTERM/SIGINT) still writes its record, with ``status`` "failed"
+    or "interrupted", then re-raises. What is refused before anything runs writes none and
+    leaves the folder's record as it was: an invalid config or data root (ConfigError), a
+    folder another process holds (RunDirBusy), a resume from an unsafe checkpoint or one
+    written with another config or network (CheckpointError, ResumeError).
     """
     t0 = time.time()
     commit = git_commit()  # of the code the run starts with (the tree may move on during a long run)
     register_custom_domains(cfg.get("domains"))
     validate(cfg)
     quiet_libraries(single_device(cfg.trainer))
+    check_data_root(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_dir = out / "checkpoints"
-    ckpt_path = resume_path(cfg, ckpt_dir)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.get("deterministic"):
-        torch.use_deterministic_algorithms(True, warn_only=False)
-    dm = build_datamodule(cfg)
-    dm.prepare()
-    model = build_method(cfg, dm.input_shape, dm.num_classes)
-    apply_speed(model, **speed_options(cfg))
-    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    cbs, collapse = build_callbacks(cfg, out, ckpt_dir, dm.num_classes)
-    if ckpt_path:
-        set_aside_csv(out)
-    trainer = pl.Trainer(**tcfg, logger=build_loggers(cfg, out), default_root_dir=str(out),
-                         callbacks=[*cbs, *(callbacks or [])])
-    steps = lambda: int(trainer.global_step)  # noqa: E731
+    lock = lock_run_dir(out)  # a second process in this folder fails here, naming the holder
+    trainer = model = ckpt_path = None
+    steps = lambda: int(trainer.global_step) if trainer else 0  # noqa: E731
     try:
+        ckpt_path = resume_path(cfg, ckpt_dir)
+        resumed = check_resume(cfg, ckpt_path)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)
+        if cfg.get("deterministic"):
+            torch.use_deterministic_algorithms(True, warn_only=False)
+        dm = build_datamodule(cfg)
+        dm.prepare()
+        model = build_method(cfg, dm.input_shape, dm.num_classes)
+        check_weights(model, resumed, ckpt_path, cfg)
+        apply_speed(model, **speed_options(cfg))
+        tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+        cbs, collapse = build_callbacks(cfg, out, ckpt_dir, dm.num_classes)
+        if ckpt_path:
+            set_aside_csv(out)
+        trainer = pl.Trainer(**tcfg, logger=build_loggers(cfg, out), default_root_dir=str(out),
+                             callbacks=[*cbs, *(callbacks or [])], plugins=[SafeCheckpointIO()])
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         # one dict per evaluation dataloader (source, target): merge them
         metrics = {k: float(v) for d in trainer.test(model, datamodule=dm, verbose=False) for k, v in d.items()}
@@ -110,7 +125,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             selected = selected_model(evals, cfg.get("selection", "last"), int((cfg.get("probe") or {}).get("last_k", 5)))
         record = make_record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
                              resumed_from=ckpt_path, selected=selected, collapsed_at_step=collapse.collapsed_at_step,
-                             **model.record_extras())
+                             **chance_flag(metrics, dm, cfg.optim.lr), **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)
             if not cfg.checkpoint.keep:
@@ -124,20 +139,24 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             log.info("Run folder: %s", out.resolve())
         return record
     except BaseException as e:
+        if isinstance(e, (ResumeError, CheckpointError)) and trainer is None:
+            raise  # a refused resume ran nothing: the folder's record (`interrupted`, say) stays as it was
         # Lightning turns SIGINT into sys.exit(1): ask the signal callback what really happened.
-        interrupted = isinstance(e, (SIGTERMException, KeyboardInterrupt)) or signalled(trainer)
+        interrupted = isinstance(e, (SIGTERMException, KeyboardInterrupt)) or (trainer is not None and signalled(trainer))
         status = "interrupted" if interrupted else "failed"
-        if trainer.is_global_zero:
+        # a failure while the data or the model were set up (trainer None) writes its record too
+        if trainer.is_global_zero if trainer else rank_zero_only.rank == 0:
             last = ckpt_dir / LAST_CKPT
             write_record(out, make_record(cfg, status, steps(), {}, t0, commit, error=f"{type(e).__name__}: {e}",
                                           last_checkpoint=str(last) if last.exists() else None,
-                                          resumed_from=ckpt_path, **model.record_extras()))
+                                          resumed_from=ckpt_path, **(model.record_extras() if model else {})))
         log.error("%s on %s seed %d %s at step %d: %s", cfg.method.name, cfg.pair.name, cfg.seed, status,
                   steps(), e)
         raise
     finally:
         merge_csv(out)
         finish_wandb()
+        unlock_run_dir(out, lock)
 
 
 OmegaConf.register_new_resolver("dann_pool_size", pool_size, replace=True)
@@ -145,7 +164,11 @@ OmegaConf.register_new_resolver("dann_pool_size", pool_size, replace=True)
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float:
-    record = in_device_slot(cfg, train)
+    try:
+        record = in_device_slot(cfg, train)
+    except USER_ERRORS as e:
+        exit_cleanly(e)  # one line on stderr and exit 2, unless HYDRA_FULL_ERROR=1 or in a sweep
+        raise
     return record["metrics"].get(cfg.get("objective", "test/src_acc"), float("nan"))
 
 

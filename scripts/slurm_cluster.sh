@@ -55,8 +55,8 @@ pid_alive() {  # pid file -> 0 when its process runs
     [ -s "$1" ] && kill -0 "$(cat "$1")" 2> /dev/null
 }
 
-node_state() {
-    sinfo -h -n "$NODE" -o %T 2> /dev/null | head -n 1
+node_state() {  # idle, mixed, allocated, down*, ... or nothing when the controller does not answer
+    { sinfo -h -n "$NODE" -o %T 2> /dev/null || true; } | head -n 1
 }
 
 write_conf() {
@@ -152,6 +152,9 @@ start() {
     fi
     local s=""
     for _ in $(seq 60); do
+        for d in slurmctld slurmd; do
+            pid_alive "$DIR/run/$d.pid" || { logs_hint; die "$d exited (a port in use by another cluster? DANN_SLURM_CTLD_PORT, DANN_SLURM_SLURMD_PORT)"; }
+        done
         s="$(node_state)"
         if [[ "$s" == idle* || "$s" == mixed* || "$s" == allocated* ]]; then
             break
@@ -208,7 +211,7 @@ status() {
         fi
     done
     if [ "$ok" = 0 ]; then
-        sinfo -N -o "%N %T %c CPUs %m MB %P" || ok=1
+        sinfo -N -o "%N %T %c %m %P" || ok=1
         local s
         s="$(node_state)"
         [[ "$s" == idle* || "$s" == mixed* || "$s" == allocated* ]] || ok=1

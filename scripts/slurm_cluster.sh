@@ -144,16 +144,22 @@ start() {
         fresh=1
     fi
     if ! pid_alive "$DIR/run/slurmctld.pid"; then
+        rm -f "$DIR/run/slurmctld.pid"  # stale: the daemon writes its own once it runs
         # -c: a fresh controller, no jobs from an earlier cluster
         slurmctld $([ "$fresh" = 1 ] && echo -c) || { logs_hint; die "slurmctld did not start"; }
     fi
     if ! pid_alive "$DIR/run/slurmd.pid"; then
+        rm -f "$DIR/run/slurmd.pid"
         slurmd || { logs_hint; die "slurmd did not start"; }
     fi
     local s=""
-    for _ in $(seq 60); do
+    for i in $(seq 60); do
         for d in slurmctld slurmd; do
-            pid_alive "$DIR/run/$d.pid" || { logs_hint; die "$d exited (a port in use by another cluster? DANN_SLURM_CTLD_PORT, DANN_SLURM_SLURMD_PORT)"; }
+            # a daemon that wrote its pid file and is gone, or that never wrote it in 5 s, has failed
+            if { [ -s "$DIR/run/$d.pid" ] || [ "$i" -gt 10 ]; } && ! pid_alive "$DIR/run/$d.pid"; then
+                logs_hint
+                die "$d exited (a port in use by another cluster? DANN_SLURM_CTLD_PORT, DANN_SLURM_SLURMD_PORT)"
+            fi
         done
         s="$(node_state)"
         if [[ "$s" == idle* || "$s" == mixed* || "$s" == allocated* ]]; then

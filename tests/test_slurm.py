@@ -205,8 +205,14 @@ def test_requeued_job_resumes_from_its_checkpoint_to_identical_metrics(tmp_path,
     out = run_slurm("scontrol", "requeue", jid)
     assert out.returncode == 0, out.stderr
     start_requeued_now(jid)
-    # the same run, uninterrupted, in this process (while the requeued job runs on the cluster)
-    ref = train(make_cfg(tmp_path / "ref", *RUN, *run))
+    # the same run, uninterrupted, in this process (while the requeued job runs on the cluster),
+    # on one thread like the 1-CPU job (and not to fight it for the cores)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = train(make_cfg(tmp_path / "ref", *RUN, *run))
+    finally:
+        torch.set_num_threads(threads)
     log = finish(proc, sw, 300)
     assert proc.returncode == 0, log[-4000:]
     rec = read_record(run_dir)

@@ -217,7 +217,15 @@ class SaveOnSignal(pl.Callback):
         self._restore()
         self._save(trainer, module)
         if callable(handler):
-            handler(*self.preempted)
+            # submitit runs `scontrol requeue` in a child process, and the requeue sends SIGTERM to
+            # every process of the job step, that child included: when it arrives before the child
+            # has exited, the requeue "fails" (CalledProcessError, seen under load) though the job
+            # was requeued, and the sweep reports an error. The child inherits an ignored SIGTERM.
+            old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                handler(*self.preempted)
+            finally:
+                signal.signal(signal.SIGTERM, old_term)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         # Ctrl-C: stop before the next step; the state is that of the end of the last one.

@@ -6,6 +6,7 @@ Without a cluster: a real USR2 to this process, with a handler that does what su
 import json
 import os
 import signal
+import subprocess
 
 import pytest
 import pytorch_lightning as pl
@@ -32,6 +33,8 @@ def test_preemption_signal_is_held_to_the_step_end_then_handed_to_the_job_manage
 
     def job_manager(signum, frame):  # submitit: checkpoint its call, `scontrol requeue`, sys.exit(-1)
         seen.append(torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=False)["global_step"])
+        # the requeue signals every process of the job, the `scontrol requeue` child too: it must survive
+        subprocess.check_call(["sh", "-c", "kill -TERM $$; exit 0"])
         raise SystemExit(-1)
 
     full = train(make_cfg(tmp_path / "full", *SHORT))

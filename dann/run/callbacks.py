@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import signal
 from pathlib import Path
@@ -168,40 +169,82 @@ class RNGState(pl.Callback):
 
 
 def signalled(trainer: pl.Trainer) -> bool:
-    """Whether SIGTERM (seen by Lightning) or SIGINT (seen by :class:`SaveOnSignal`) arrived."""
+    """Whether SIGTERM (seen by Lightning), SIGINT or the job manager's pre-emption signal (seen by
+    :class:`SaveOnSignal`) arrived."""
     return bool(getattr(trainer, "received_sigterm", False)) or any(
-        isinstance(c, SaveOnSignal) and c.sigint for c in trainer.callbacks)
+        isinstance(c, SaveOnSignal) and (c.sigint or c.preempted is not None) for c in trainer.callbacks)
+
+
+def preempt_signal() -> signal.Signals | None:
+    """The signal a job manager sends before the time limit or a pre-emption, when it has set a
+    Python handler for it: submitit's USR2 (``SUBMITIT_PREEMPT_SIGNAL``) under hydra/launcher=slurm."""
+    sig = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    return sig if sig is not None and callable(signal.getsignal(sig)) else None
 
 
 class SaveOnSignal(pl.Callback):
     """On SIGTERM (pre-emption, ``scancel``, SLURM time limit) or SIGINT (Ctrl-C), finish the
     current step, write ``last.ckpt`` and stop. Lightning raises ``SIGTERMException`` after the
     step for SIGTERM and this callback saves then; for SIGINT it raises :class:`RunInterrupted`
-    itself before the next step, instead of Python's KeyboardInterrupt in the middle of an update."""
+    itself before the next step, instead of Python's KeyboardInterrupt in the middle of an update.
+
+    Under submitit (hydra/launcher=slurm) SLURM sends USR2 ``signal_delay_s`` before the time limit;
+    submitit's handler requeues the job and exits at once, in the middle of a step, so the requeued
+    job would lose the steps since the last periodic checkpoint. In a single-process run this
+    callback holds that signal until the step ends, writes ``last.ckpt``, then calls submitit's
+    handler (requeue and exit): the next attempt (``resume=auto``) starts from that very step."""
 
     def __init__(self, ckpt_dir: Path):
         self.ckpt_dir = Path(ckpt_dir)
         self.sigint = False
+        self.preempted: tuple[int, Any] | None = None  # (signal, frame) held until the step ends
         self._old = None
+        self._old_preempt: tuple[signal.Signals, Any] | None = None
 
     def on_train_start(self, trainer, module) -> None:
-        self.sigint = False
+        self.sigint, self.preempted = False, None
         try:
             self._old = signal.signal(signal.SIGINT, self._on_sigint)
-        except ValueError:  # not the main thread: leave SIGINT alone
+            sig = preempt_signal()
+            # DDP: every rank gets the signal, at a different step; a checkpoint is collective. Not held.
+            if sig is not None and trainer.world_size == 1:
+                self._old_preempt = (sig, signal.signal(sig, self._on_preempt))
+        except ValueError:  # not the main thread: leave the signals alone
             self._old = None
 
     def _on_sigint(self, signum, frame) -> None:
         self.sigint = True
 
+    def _on_preempt(self, signum, frame) -> None:
+        self.preempted = (signum, frame)
+
     def _restore(self) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
             self._old = None
+        if self._old_preempt is not None:
+            signal.signal(*self._old_preempt)
+            self._old_preempt = None
 
     def _save(self, trainer, module) -> None:
         if module.first_nonfinite() is None:  # never checkpoint weights a NaN has touched
             trainer.save_checkpoint(self.ckpt_dir / LAST_CKPT)
+
+    def _hand_over_preemption(self, trainer, module) -> None:
+        """Checkpoint this step, then let the job manager's handler requeue the job and exit."""
+        handler = self._old_preempt[1] if self._old_preempt else None
+        self._restore()
+        self._save(trainer, module)
+        if callable(handler):
+            # submitit runs `scontrol requeue` in a child process, and the requeue sends SIGTERM to
+            # every process of the job step, that child included: when it arrives before the child
+            # has exited, the requeue "fails" (CalledProcessError, seen under load) though the job
+            # was requeued, and the sweep reports an error. The child inherits an ignored SIGTERM.
+            old_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            try:
+                handler(*self.preempted)
+            finally:
+                signal.signal(signal.SIGTERM, old_term)
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         # Ctrl-C: stop before the next step; the state is that of the end of the last one.
@@ -209,6 +252,8 @@ class SaveOnSignal(pl.Callback):
             self._restore()
             self._save(trainer, module)
             raise RunInterrupted(f"interrupted at step {trainer.global_step}; checkpoint written")
+        if self.preempted is not None and self._old_preempt is not None:
+            self._hand_over_preemption(trainer, module)
 
     def on_exception(self, trainer, module, exception) -> None:
         self._restore()
@@ -217,6 +262,9 @@ class SaveOnSignal(pl.Callback):
             self._save(trainer, module)
 
     def on_train_end(self, trainer, module) -> None:
+        # the signal came during the last step: requeue all the same (the next attempt only tests)
+        if self.preempted is not None and self._old_preempt is not None:
+            self._hand_over_preemption(trainer, module)
         self._restore()
 
 

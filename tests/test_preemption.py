@@ -13,7 +13,7 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import make_cfg
-from dann.train import train
+from dann.run.train import train
 
 SHORT = ["method=dann", "trainer.max_steps=200", "trainer.val_check_interval=100", "checkpoint.every_n_steps=50",
          "trainer.log_every_n_steps=10", "logger=csv", "deterministic=true"]

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from conftest import make_cfg
-from dann.train import train
+from dann.run.train import train
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = ["pair=moons", "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "logger=csv"]
@@ -95,7 +95,7 @@ def sweeps():
     def launch(sweep_dir: Path, *overrides: str) -> subprocess.Popen:
         sweep_dir.parent.mkdir(parents=True, exist_ok=True)
         log = (sweep_dir.parent / f"{sweep_dir.name}.launcher.log").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "dann.train", "-m", *RUN, *SLURM,
+        proc = subprocess.Popen([sys.executable, "-m", "dann.run.train", "-m", *RUN, *SLURM,
                                  f"hydra.sweep.dir={sweep_dir}", *overrides],
                                 env=ENV, cwd=sweep_dir.parent, stdout=log, stderr=subprocess.STDOUT, text=True)
         launched.append((proc, sweep_dir))
@@ -171,7 +171,7 @@ def test_sweep_of_four_jobs_on_slurm(tmp_path, sweeps):
                   "trainer.val_check_interval=100")
     out = finish(proc, sw, 300)
     assert proc.returncode == 0, out[-4000:]
-    from dann.results import read_records
+    from dann.records import read_records
 
     records, bad = read_records(sw)
     assert not bad and len(records) == 4
@@ -295,7 +295,7 @@ def test_two_task_ddp_under_srun_writes_one_record_equal_to_single_process_eval(
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, logs[-3000:]
     # the synced, sharded evaluation equals a single-process evaluation of the final weights
     from dann.data import DomainPairDataModule
-    from dann.train import build_method
+    from dann.run.build import build_method
 
     dm = DomainPairDataModule("moons", "moons_rot35", batch_size=16)
     dm.setup("test")

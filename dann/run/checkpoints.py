@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,10 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's message names the object, e.g. "Unsupported global: GLOBAL builtins.open"
-        what = next((line.strip() for line in str(e).splitlines() if "Unsupported" in line), "")
+        # torch's message names the object ("Unsupported global: GLOBAL builtins.open ..."); its advice
+        # to allowlist that object is left out: here the object is the attack
+        found = re.search(r"Unsupported global: (GLOBAL )?([\w.]+)", str(e))
+        what = f"it names {found.group(2)}" if found else ""
         raise CheckpointError(
             f"checkpoint {path} refused: it holds objects other than tensors and plain data"
             + (f" ({what})" if what else "") + "; only a pickle can build those, and a pickle can run any code, "

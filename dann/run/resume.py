@@ -129,10 +129,11 @@ def check_weights(model: pl.LightningModule, ckpt: dict[str, Any] | None, ckpt_p
     saved = saved_config(ckpt, Path(ckpt_path)) or {}
     theirs = (saved.get("method") or {}).get("name", "?"), (saved.get("model") or {}).get("arch", "?")
     problems = []
-    if sorted(set(have) - set(got)):
-        problems.append("this run's network has weights the checkpoint lacks: " + ", ".join(sorted(set(have) - set(got))))
-    if sorted(set(got) - set(have)):
-        problems.append("the checkpoint has weights this run's network lacks: " + ", ".join(sorted(set(got) - set(have))))
+    lacks, extra = sorted(set(have) - set(got)), sorted(set(got) - set(have))
+    if lacks:
+        problems.append("this run's network has weights the checkpoint lacks: " + ", ".join(lacks))
+    if extra:
+        problems.append("the checkpoint has weights this run's network lacks: " + ", ".join(extra))
     shapes = [f"{k} {got[k]} vs {have[k]}" for k in sorted(set(have) & set(got)) if have[k] != got[k]]
     if shapes:
         problems.append("shapes differ (checkpoint vs now): " + ", ".join(shapes))

@@ -1,4 +1,4 @@
-"""MDD, margin disparity discrepancy (Zhang et al., ICML 2019, Sec. 5, the minimax problem
+"""MDD, margin disparity discrepancy (Zhang et al., ICML 2019: the algorithm's minimax problem
 ``min_{f, psi} E(P) + eta D_gamma(P, Q)``, ``max_{f'} D_gamma(P, Q)`` with its cross-entropy losses):
 
 ``L = CE(f(psi(x_s)), y_s) + gamma * CE(f'(R(psi(x_s))), h_s) - mean_t log(1 - softmax(f'(R(psi(x_t))))_{h_t})``,

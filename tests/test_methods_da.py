@@ -625,3 +625,19 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(name, tmp_pat
     ckpt = torch.load(rec["last_checkpoint"], weights_only=False)
     assert ckpt["global_step"] == 10
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_mdd_target_term_stays_exact_and_trainable_where_the_adversary_is_certain():
+    from dann.methods.mdd import log_one_minus_softmax
+
+    logits = torch.tensor([[30.0, 0.0, 0.0], [0.0, 1.0, 2.0]], requires_grad=True)
+    h = torch.tensor([0, 2])
+    v = log_one_minus_softmax(logits, h)
+    # 1 - p rounds to 0 in float32 for row 0; the exact value is log(2 e^0) - log(e^30 + 2)
+    assert float(v[0]) == pytest.approx(math.log(2) - math.log(math.exp(30) + 2), rel=1e-6)
+    p = torch.softmax(logits.detach().double(), 1)
+    assert float(v[1]) == pytest.approx(math.log(1 - float(p[1, 2])), rel=1e-6)
+    v.sum().backward()
+    # d/dz_h log(1 - p_h) = -p_h: bounded, and not zero where the adversary is certain and wrong
+    assert float(logits.grad[0, 0]) == pytest.approx(-1.0, abs=1e-6)
+    assert torch.isfinite(logits.grad).all()

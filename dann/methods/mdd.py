@@ -7,8 +7,9 @@ where ``f`` is the label predictor, ``f'`` an auxiliary (adversarial) classifier
 architecture, ``h = argmax f(psi(x))`` (no gradient) and ``R`` the gradient-reversal layer.
 ``f'`` minimises the last two terms (agree with ``f`` on the source, disagree on the target: it
 estimates ``D_gamma``); through ``R`` the features ``psi`` receive their gradient reversed and
-scaled by ``eta * lambda_p``: they minimise the discrepancy. ``gamma = exp(rho)`` is the margin
-factor. ``f`` itself gets no adversarial gradient (``h`` is an argmax). The target term uses the
+scaled by ``eta * lambda_p``: they minimise the discrepancy. The paper's margin factor
+``gamma = exp(rho)`` is the option ``margin`` (the option ``gamma`` is the constant of DANN's
+``lambda_p``, as for DANN and CDAN). ``f`` itself gets no adversarial gradient (``h`` is an argmax). The target term uses the
 paper's modified loss ``log(1 - sigma)`` instead of ``-log sigma``, which saturates less.
 
 ``eta`` scaling and warm-up: the authors' code multiplies the reversed gradient by

@@ -1,10 +1,11 @@
-"""ADDA, adversarial discriminative domain adaptation (Tzeng et al., CVPR 2017, eq. 9 and Sec. 4), two stages:
+"""ADDA, adversarial discriminative domain adaptation (Tzeng et al., CVPR 2017, Sec. 4: the ADDA
+objectives, untied weights, the GAN loss with inverted labels), two stages:
 
 1. steps ``[0, s)``: ``min_{M_s, C}  CE(C(M_s(x_s)), y_s)``, the source encoder and classifier;
 2. at step ``s`` the target encoder ``M_t`` starts as a copy of ``M_s``; ``M_s`` and ``C`` are
    frozen from then on. Each later batch takes two updates:
    ``min_D  BCE(D(M_s(x_s)), source) + BCE(D(M_t(x_t)), target)``, then
-   ``min_{M_t}  BCE(D(M_t(x_t)), source)`` (the GAN loss with inverted labels, eq. 9).
+   ``min_{M_t}  BCE(D(M_t(x_t)), source)`` (the GAN loss with inverted labels).
 
 ``s = round(source_fraction * max_steps)``. The model evaluated (and scored by the selection
 probe) is ``C(M_t(x))`` on both domains: ``features`` is ``M_t`` (``M_s`` during stage 1) and

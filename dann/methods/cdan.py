@@ -1,17 +1,18 @@
-"""CDAN and CDAN+E (Long et al., NeurIPS 2018, eq. 6-10):
+"""CDAN and CDAN+E (Long et al., NeurIPS 2018, Sec. 3: multilinear conditioning, the randomized
+multilinear map, entropy conditioning, and the minimax problem of each):
 
-``L = CE(G_y(f_s), y_s) + sum_i w_i BCE(D(R_lambda(T(f_i, g_i))), d_i) / sum_i w_i``  (per domain),
+``L = CE(G_y(f_s), y_s) + (trade_off / 2) sum_{S in (source, target)} sum_{i in S} w_i BCE(D(R_lambda(T(f_i, g_i))), d_i) / sum_{i in S} w_i``,
 
 with ``f = G_f(x)`` the features, ``g = softmax(G_y(f))`` the class probabilities and ``T`` the
-multilinear map (eq. 6): the flattened outer product ``f (x) g`` when ``d_f * K <= 4096``, else the
+multilinear map: the flattened outer product ``f (x) g`` when ``d_f * K <= 4096``, else the
 randomized map ``T(f, g) = (R_f f) (.) (R_g g) / sqrt(d)`` with fixed Gaussian ``R_f``, ``R_g`` and
-``d = 1024`` (eq. 7; the paper's rule and size, Sec. 3.1 / 4). The domain classifier ``D``
+``d = 1024`` (the paper's rule and size). The domain classifier ``D``
 learns at full strength; the gradient-reversal layer ``R_lambda`` (DANN's, with its schedule
 ``lambda_p``, as in the authors' code) reverses and scales what reaches the features.
 
 ``g`` conditions the discriminator but receives no adversarial gradient (detached, as in the
-authors' released code); only ``f`` is adapted. Weights: CDAN uses ``w_i = 1`` (eq. 8);
-CDAN+E (``entropy=true``) uses ``w_i = 1 + exp(-H(g_i))`` (eq. 9-10), normalised within each
+authors' released code); only ``f`` is adapted. Weights: CDAN uses ``w_i = 1``; CDAN+E
+(``entropy=true``) uses the paper's ``w_i = 1 + exp(-H(g_i))``, normalised within each
 domain so that each still weighs one half (the authors' code does the same), and not
 differentiated (an importance weight, not a training signal). Target labels are never read.
 """

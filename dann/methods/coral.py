@@ -40,7 +40,7 @@ def coral(zs: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
 class CORAL(DAMethod):
     """Args (beyond :class:`DAMethod`'s): ``trade_off`` (lambda), ``layer`` (``features`` | ``logits``)."""
 
-    def __init__(self, *args: Any, trade_off: float = 1.0, layer: str = "features", **kwargs: Any):
+    def __init__(self, *args: Any, trade_off: float = 100.0, layer: str = "features", **kwargs: Any):
         super().__init__(*args, **kwargs)
 
     @classmethod

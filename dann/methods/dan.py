@@ -13,8 +13,8 @@ Estimators of ``d_k^2`` (``estimator``):
   ``(s_{2i-1}, s_{2i}, t_{2i-1}, t_{2i})``, ``d_k^2 = (2/n) sum_i g_k(z_i)`` with
   ``g_k = k(s_{2i-1}, s_{2i}) + k(t_{2i-1}, t_{2i}) - k(s_{2i-1}, t_{2i}) - k(s_{2i}, t_{2i-1})``:
   unbiased, linear in ``n``; it can be negative on a batch.
-* ``quadratic``: the unbiased U-statistic over all pairs (Gretton et al., JMLR 2012, eq. 3
-  of their Lemma 6): within-domain means without the diagonal, minus twice the cross mean.
+* ``quadratic``: the unbiased U-statistic over all pairs (Gretton et al., JMLR 2012, Lemma 6):
+  within-domain means without the diagonal, minus twice the cross mean.
 
 Deviations from the paper, for a comparison of methods on one network: the MMD is taken on
 the feature extractor's output (``layer=features``; ``logits`` is the label predictor's output,

@@ -1,4 +1,4 @@
-"""MDD, margin disparity discrepancy (Zhang et al., ICML 2019, Sec. 5, the minimax problem
+"""MDD, margin disparity discrepancy (Zhang et al., ICML 2019: the algorithm's minimax problem
 ``min_{f, psi} E(P) + eta D_gamma(P, Q)``, ``max_{f'} D_gamma(P, Q)`` with its cross-entropy losses):
 
 ``L = CE(f(psi(x_s)), y_s) + gamma * CE(f'(R(psi(x_s))), h_s) - mean_t log(1 - softmax(f'(R(psi(x_t))))_{h_t})``,
@@ -7,8 +7,9 @@ where ``f`` is the label predictor, ``f'`` an auxiliary (adversarial) classifier
 architecture, ``h = argmax f(psi(x))`` (no gradient) and ``R`` the gradient-reversal layer.
 ``f'`` minimises the last two terms (agree with ``f`` on the source, disagree on the target: it
 estimates ``D_gamma``); through ``R`` the features ``psi`` receive their gradient reversed and
-scaled by ``eta * lambda_p``: they minimise the discrepancy. ``gamma = exp(rho)`` is the margin
-factor. ``f`` itself gets no adversarial gradient (``h`` is an argmax). The target term uses the
+scaled by ``eta * lambda_p``: they minimise the discrepancy. The paper's margin factor
+``gamma = exp(rho)`` is the option ``margin`` (the option ``gamma`` is the constant of DANN's
+``lambda_p``, as for DANN and CDAN). ``f`` itself gets no adversarial gradient (``h`` is an argmax). The target term uses the
 paper's modified loss ``log(1 - sigma)`` instead of ``-log sigma``, which saturates less.
 
 ``eta`` scaling and warm-up: the authors' code multiplies the reversed gradient by
@@ -30,16 +31,21 @@ from dann.methods.grl import grad_reverse
 from dann.methods.schedules import adaptation_factor
 
 
+def log_one_minus_softmax(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``log(1 - softmax(logits)_index)`` per row, in log space: ``logsumexp`` of the other logits
+    minus ``logsumexp`` of all. Exact where ``1 - p`` rounds to 0 in float32, and its gradient in
+    the logits stays bounded, as cross-entropy's does; a clamp on ``p`` would instead cut the
+    gradient exactly when the adversary is confidently wrong and must recover."""
+    others = logits.scatter(1, index.unsqueeze(1), float("-inf"))
+    return torch.logsumexp(others, 1) - torch.logsumexp(logits, 1)
+
+
 def margin_disparity(adv_s: torch.Tensor, adv_t: torch.Tensor, logits_s: torch.Tensor, logits_t: torch.Tensor,
                      margin: float) -> torch.Tensor:
     """The adversary's loss ``gamma * CE(adv_s, h_s) - mean log(1 - softmax(adv_t)_{h_t})``,
     with ``h = argmax logits`` (the main classifier's predictions)."""
     h_s, h_t = logits_s.argmax(1).detach(), logits_t.argmax(1).detach()
-    src = F.cross_entropy(adv_s, h_s)
-    p_t = torch.softmax(adv_t, 1).gather(1, h_t.unsqueeze(1)).squeeze(1)
-    # log1p(-p) is exact near p = 0; the clamp keeps it finite where f' agrees with certainty
-    tgt = -torch.log1p(-p_t.clamp(max=1 - 1e-6)).mean()
-    return margin * src + tgt
+    return margin * F.cross_entropy(adv_s, h_s) - log_one_minus_softmax(adv_t, h_t).mean()
 
 
 class MDD(DAMethod):

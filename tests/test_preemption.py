@@ -4,28 +4,15 @@ Without a cluster: a real USR2 to this process, with a handler that does what su
 (requeue, then ``sys.exit(-1)``). On a real cluster: tests/test_slurm.py (time limit)."""
 
 import json
-import os
 import signal
 import subprocess
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from conftest import make_cfg
 from dann.run.train import train
-
-SHORT = ["method=dann", "trainer.max_steps=200", "trainer.val_check_interval=100", "checkpoint.every_n_steps=50",
-         "trainer.log_every_n_steps=10", "logger=csv", "deterministic=true"]
-
-
-class SendSignalAt(pl.Callback):
-    def __init__(self, k: int, sig: int):
-        self.k, self.sig = k, sig
-
-    def on_train_batch_end(self, trainer, *args):
-        if trainer.global_step == self.k:
-            os.kill(os.getpid(), self.sig)
+from test_reliability import SHORT, SendSignalAt
 
 
 def test_preemption_signal_is_held_to_the_step_end_then_handed_to_the_job_manager(tmp_path):

@@ -287,5 +287,11 @@ class DAMethod(pl.LightningModule):
         return torch.cat(grabbed).double().cpu().numpy()
 
     # -- helpers for subclasses ----------------------------------------------------------
+    def joint_pass(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Features and logits of the source then the target inputs in one pass (the paper's nets
+        have no batch norm, so the domains do not interact), and the number of source rows."""
+        f = self.features(torch.cat([batch["src_x"], batch["tgt_x"]]))
+        return f, self.classifier(f), len(batch["src_x"])
+
     def source_ce(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self(batch["src_x"]), batch["src_y"])

@@ -51,10 +51,7 @@ class CORAL(DAMethod):
             raise ConfigError(f"method.layer={layer!r} is unknown; allowed: {', '.join(LAYERS)}")
 
     def losses(self, batch):
-        xs, xt = batch["src_x"], batch["tgt_x"]
-        ns = len(xs)
-        f = self.features(torch.cat([xs, xt]))
-        logits = self.classifier(f)
+        f, logits, ns = self.joint_pass(batch)
         z = f if self.hparams.layer == "features" else logits
         dist = coral(z[:ns], z[ns:])
         self._dist = dist.detach()

@@ -100,10 +100,7 @@ class DAN(DAMethod):
             raise ConfigError(f"method.layer={layer!r} is unknown; allowed: {', '.join(LAYERS)}")
 
     def losses(self, batch):
-        xs, xt = batch["src_x"], batch["tgt_x"]
-        ns = len(xs)
-        f = self.features(torch.cat([xs, xt]))
-        logits = self.classifier(f)
+        f, logits, ns = self.joint_pass(batch)
         z = f if self.hparams.layer == "features" else logits
         mmd = mk_mmd(z[:ns], z[ns:], self.multipliers, self.hparams.estimator)
         return {"cls": F.cross_entropy(logits[:ns], batch["src_y"]), "mmd": self.hparams.trade_off * mmd}

@@ -574,7 +574,7 @@ def test_wandb_offline_run_has_the_method_and_its_terms(name, full_runs):
 
 
 def test_table_has_a_row_per_method(full_runs, capsys):
-    from dann.report.table import main as table
+    from dann.report.cli import main as table
 
     dirs = [str(full_runs(m)[1]) for m in NEW]
     assert table(dirs) == 0

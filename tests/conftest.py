@@ -27,3 +27,25 @@ def cfg_factory(tmp_path):
         return make_cfg(tmp_path / sub, *overrides)
 
     return factory
+
+
+def assert_last_checkpoint_matches_record(run_dir, rec, cfg, steps: int) -> None:
+    """A moons run's ``last.ckpt``, loaded into a method built from ``cfg`` and evaluated in this one
+    process, gives exactly the record's test accuracies (e.g. after a sharded DDP evaluation)."""
+    import torch
+
+    from dann.data import DomainPairDataModule
+    from dann.run.build import build_method
+    from dann.run.checkpoints import load_checkpoint
+
+    dm = DomainPairDataModule("moons", "moons_rot35", batch_size=16)
+    dm.setup("test")
+    model = build_method(cfg, dm.input_shape, dm.num_classes)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == steps
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+    with torch.no_grad():
+        for dom, split in (("tgt", dm.tgt_test), ("src", dm.src_test)):
+            acc = (model(split.inputs(slice(None))).argmax(1) == split.y).float().mean().item()
+            assert acc == pytest.approx(rec["metrics"][f"test/{dom}_acc"], abs=1e-6), dom

@@ -6,11 +6,8 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
-from conftest import make_cfg
-from dann.data import DomainPairDataModule
-from dann.run.build import build_method
+from conftest import assert_last_checkpoint_matches_record, make_cfg
 
 RUN = ["pair=moons", "method=dann", "trainer.accelerator=cpu", "trainer.max_steps=300",
        "trainer.val_check_interval=100", "trainer.enable_progress_bar=false", "logger=csv"]
@@ -35,18 +32,7 @@ def test_two_process_ddp_run(tmp_path):
 
     # Evaluation is sharded across the two ranks and synced by torchmetrics: the reported
     # accuracy must equal a single-process evaluation of the final weights, exactly.
-    cfg = make_cfg(tmp_path / "eval", *RUN)
-    dm = DomainPairDataModule("moons", "moons_rot35", batch_size=32)
-    dm.setup("test")
-    model = build_method(cfg, dm.input_shape, dm.num_classes)
-    ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["global_step"] == 300
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    with torch.no_grad():
-        for dom, split in (("tgt", dm.tgt_test), ("src", dm.src_test)):
-            acc = (model(split.inputs(slice(None))).argmax(1) == split.y).float().mean().item()
-            assert acc == pytest.approx(rec["metrics"][f"test/{dom}_acc"], abs=1e-6), dom
+    assert_last_checkpoint_matches_record(tmp_path / "ddp", rec, make_cfg(tmp_path / "eval", *RUN), 300)
 
     # Same total batch in one process (64 = 32 + 32 per step; DDP: 2 ranks x (16 + 16)).
     # The two runs see different batch compositions, so they agree only up to run-to-run

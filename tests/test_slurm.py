@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_cfg
+from conftest import assert_last_checkpoint_matches_record, make_cfg
 from dann.run.train import train
 
 REPO = Path(__file__).resolve().parent.parent
@@ -294,17 +294,4 @@ def test_two_task_ddp_under_srun_writes_one_record_equal_to_single_process_eval(
     logs = job_logs(sw, jid)
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in logs and "GLOBAL_RANK: 1, MEMBER: 2/2" in logs, logs[-3000:]
     # the synced, sharded evaluation equals a single-process evaluation of the final weights
-    from dann.data import DomainPairDataModule
-    from dann.run.build import build_method
-
-    dm = DomainPairDataModule("moons", "moons_rot35", batch_size=16)
-    dm.setup("test")
-    model = build_method(make_cfg(tmp_path / "eval", *RUN, "trainer.max_steps=300"), dm.input_shape, dm.num_classes)
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["global_step"] == 300
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    with torch.no_grad():
-        for dom, split in (("tgt", dm.tgt_test), ("src", dm.src_test)):
-            acc = (model(split.inputs(slice(None))).argmax(1) == split.y).float().mean().item()
-            assert acc == pytest.approx(rec["metrics"][f"test/{dom}_acc"], abs=1e-6), dom
+    assert_last_checkpoint_matches_record(run_dir, rec, make_cfg(tmp_path / "eval", *RUN, "trainer.max_steps=300"), 300)

@@ -228,7 +228,7 @@ class SaveOnSignal(pl.Callback):
 
     def _save(self, trainer, module) -> None:
         if module.first_nonfinite() is None:  # never checkpoint weights a NaN has touched
-            trainer.save_checkpoint(self.ckpt_dir / LAST_CKPT)
+            trainer.save_checkpoint(self.ckpt_dir / LAST_CKPT, weights_only=False)  # the full state: a resume needs the optimizer
 
     def _hand_over_preemption(self, trainer, module) -> None:
         """Checkpoint this step, then let the job manager's handler requeue the job and exit."""

@@ -112,6 +112,16 @@ class DeviceSplit:
             return x
         return x.float().div_(255.0).sub_(self.mean)
 
+    def sample(self, k: int, seed: int = 0) -> torch.Tensor:
+        """Sorted indices of a seeded sample of ``k`` rows (every row when ``k >= len``)."""
+        return torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:k].sort().values
+
+    def batches(self, idx: torch.Tensor | None = None, batch: int = 1024, device=None):
+        """:meth:`inputs` of the rows ``idx`` (or all), ``batch`` rows at a time, on ``device``."""
+        idx = torch.arange(len(self)) if idx is None else idx
+        for a in range(0, len(idx), batch):
+            yield self.inputs(idx[a:a + batch].to(self.y.device)).to(device)
+
 
 class PairBatches:
     """Infinite iterable of training batches ``{src_x, src_y, tgt_x, tgt_y}``.

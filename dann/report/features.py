@@ -22,13 +22,10 @@ from dann.report.figures import pyplot, save_fig
 def extract_features(features: torch.nn.Module, split, max_n: int = 2000, seed: int = 0,
                      batch: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Up to ``max_n`` rows of ``features(x)`` (a seeded subsample) and their labels."""
-    n = len(split)
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_n].sort().values
+    idx = split.sample(max_n, seed)
     was = features.training
     features.eval()
-    dev = next(features.parameters()).device
-    out = [features(split.inputs(idx[a:a + batch].to(split.y.device)).to(dev)).flatten(1).float().cpu()
-           for a in range(0, len(idx), batch)]
+    out = [features(x).flatten(1).float().cpu() for x in split.batches(idx, batch, next(features.parameters()).device)]
     features.train(was)
     return torch.cat(out).numpy(), split.y[idx.to(split.y.device)].cpu().numpy()
 

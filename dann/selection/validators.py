@@ -55,19 +55,11 @@ def validator(rule: str | None, *, score: str | None = None, higher_is_better: b
 
 
 # -- what a validator may look at --------------------------------------------------------------
-def _sample(n: int, k: int, seed: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
-
-
 @torch.no_grad()
 def forward(model, split, idx: torch.Tensor | None = None, batch: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and logits of ``model`` on ``split`` (rows ``idx``, or all), on the CPU."""
-    n = len(split)
-    idx = torch.arange(n) if idx is None else idx
-    dev = next(model.parameters()).device
     fs, ls = [], []
-    for a in range(0, len(idx), batch):
-        x = split.inputs(idx[a:a + batch].to(split.y.device)).to(dev)
+    for x in split.batches(idx, batch, next(model.parameters()).device):
         f = model.features(x)
         fs.append(f.flatten(1).float().cpu())
         ls.append(model.classifier(f).float().cpu())
@@ -84,7 +76,7 @@ class Views:
     @cached_property
     def _tgt(self) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.dm.split("tgt", "train")
-        return forward(self.model, t, _sample(len(t), self.samples, self.seed))
+        return forward(self.model, t, t.sample(self.samples, self.seed))
 
     @property
     def tgt_features(self) -> torch.Tensor:
@@ -102,7 +94,7 @@ class Views:
     def src_features(self) -> torch.Tensor:
         """Features of a source *training* sample."""
         s = self.dm.split("src", "train")
-        return forward(self.model, s, _sample(len(s), self.samples, self.seed + 1))[0]
+        return forward(self.model, s, s.sample(self.samples, self.seed + 1))[0]
 
     @cached_property
     def has_src_val(self) -> bool:

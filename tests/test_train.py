@@ -53,14 +53,17 @@ def test_moons_dann_beats_source_only(tmp_path):
     assert acc["dann"] > acc["source_only"] + MOONS_MARGIN, acc
 
 
-def test_wandb_offline_run_has_config_and_summary(tmp_path, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
+@pytest.mark.parametrize("env_mode, cfg_mode", [("offline", None), ("", "offline")])
+def test_wandb_offline_run_has_config_and_summary(tmp_path, monkeypatch, env_mode, cfg_mode):
+    # an empty $WANDB_MODE (`export WANDB_MODE=` in a job script) counts as unset, for wandb too
+    monkeypatch.setenv("WANDB_MODE", env_mode)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    cfg = make_cfg(tmp_path / "run", "logger=default", "trainer.max_steps=20", "trainer.val_check_interval=10",
-                   "logger.wandb.group=unit")
-    rec = train(cfg)
     import wandb
 
+    wandb.teardown()  # wandb reads its environment once per process, at its first setup
+    cfg = make_cfg(tmp_path / "run", "logger=default", "trainer.max_steps=20", "trainer.val_check_interval=10",
+                   "logger.wandb.group=unit", *([f"logger.wandb.mode={cfg_mode}"] if cfg_mode else []))
+    rec = train(cfg)
     assert wandb.run is None  # finished
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs

@@ -70,6 +70,8 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
         from pytorch_lightning.loggers import WandbLogger
 
         os.environ.setdefault("WANDB_SILENT", "true")
+        if os.environ.get("WANDB_MODE") == "":  # wandb refuses an empty mode whatever `mode=` says
+            del os.environ["WANDB_MODE"]
         tags = run_tags(cfg) + list(w.get("tags") or [])
         wl = WandbLogger(
             project=w.project, entity=w.get("entity"), name=run_name(cfg), group=w.get("group"),

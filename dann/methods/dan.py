@@ -1,15 +1,15 @@
-"""DAN, the deep adaptation network (Long et al., ICML 2015, eq. 4-6):
+"""DAN, the deep adaptation network (Long et al., ICML 2015, eq. 4):
 
 ``L = CE(G_y(G_f(x_s)), y_s) + lambda * d_k^2(G_f(x_s), G_f(x_t))``,  ``k = (1/m) sum_u k_u``,
 
-the squared multi-kernel MMD (eq. 3) between the source and target features, with a family of
+the squared multi-kernel MMD (eq. 1) between the source and target features, with a family of
 ``m`` Gaussian kernels ``k_u(a, b) = exp(-||a - b||^2 / (c_u * s^2))`` (eq. 2, equal weights
 ``beta_u = 1/m``). ``s^2`` is the mean squared distance between the distinct pairs of the
 batch's features (source and target pooled, no gradient), ``c_u`` the bandwidth multipliers.
 
 Estimators of ``d_k^2`` (``estimator``):
 
-* ``linear`` (the paper's, eq. 6): the batch split into ``n/2`` quad-tuples
+* ``linear`` (the paper's, Sec. 3.2, unnumbered): the batch split into ``n/2`` quad-tuples
   ``(s_{2i-1}, s_{2i}, t_{2i-1}, t_{2i})``, ``d_k^2 = (2/n) sum_i g_k(z_i)`` with
   ``g_k = k(s_{2i-1}, s_{2i}) + k(t_{2i-1}, t_{2i}) - k(s_{2i-1}, t_{2i}) - k(s_{2i}, t_{2i-1})``:
   unbiased, linear in ``n``; it can be negative on a batch.

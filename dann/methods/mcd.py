@@ -1,11 +1,12 @@
-"""MCD, maximum classifier discrepancy (Saito et al., CVPR 2018, eq. 1-5), three updates per batch:
+"""MCD, maximum classifier discrepancy (Saito et al., CVPR 2018, the training steps A-C
+of its method section), three updates per batch:
 
-* A (eq. 2): ``min_{G, F1, F2}  CE(F1(G(x_s)), y_s) + CE(F2(G(x_s)), y_s)``;
-* B (eq. 3): ``min_{F1, F2}  CE(F1(G(x_s)), y_s) + CE(F2(G(x_s)), y_s) - d(F1(G(x_t)), F2(G(x_t)))``;
-* C (eq. 5): ``min_G  d(F1(G(x_t)), F2(G(x_t)))``, repeated ``n`` times (``num_k``; the paper's
+* A: ``min_{G, F1, F2}  CE(F1(G(x_s)), y_s) + CE(F2(G(x_s)), y_s)``;
+* B: ``min_{F1, F2}  CE(F1(G(x_s)), y_s) + CE(F2(G(x_s)), y_s) - d(F1(G(x_t)), F2(G(x_t)))``;
+* C: ``min_G  d(F1(G(x_t)), F2(G(x_t)))``, repeated ``n`` times (``num_k``; the paper's
   digits setting: 4),
 
-with the discrepancy ``d(p1, p2) = mean_x (1/K) sum_k |p1_k(x) - p2_k(x)|`` (eq. 1, 4) between
+with the discrepancy ``d(p1, p2) = mean_x (1/K) sum_k |p1_k(x) - p2_k(x)|`` between
 the two classifiers' class probabilities. Each step recomputes its forward pass with the
 parameters the previous one left. ``F1`` is the pair's label predictor (it is the one evaluated
 and scored); ``F2`` a second one of the same architecture, initialised independently.
@@ -30,7 +31,7 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 def discrepancy(logits1: torch.Tensor, logits2: torch.Tensor) -> torch.Tensor:
-    """``mean_x (1/K) sum_k |softmax(l1)_k - softmax(l2)_k|`` (eq. 1)."""
+    """``mean_x (1/K) sum_k |softmax(l1)_k - softmax(l2)_k|``."""
     return (torch.softmax(logits1, 1) - torch.softmax(logits2, 1)).abs().mean()
 
 

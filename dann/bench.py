@@ -168,7 +168,7 @@ def run_framework(pair: str, steps: int, warmup: int, synthetic: bool, extra: li
                                "checkpoint.keep=false", *extra])
         timer = _StepTimer(warmup, int(cfg.probe.get("samples", 2000)))
         train(cfg, callbacks=[timer.callback])
-    res = timer.result(steps - warmup, synth, cfg.data.batch_size, eval_s=timer.eval_s)
+    res = timer.result(steps - warmup, synth, cfg.data.batch_size, eval_s=timer.eval_s, method=cfg.method.name)
     if timer.speed is not None:
         res["speed"] = timer.speed
     return res
@@ -379,9 +379,10 @@ def _machine_load() -> tuple[float, int] | None:
         return None
 
 
-def _spawn(mode: str, pair: str, a, extra: list[str]) -> dict[str, Any]:
+def _spawn(mode: str, pair: str, a, extra: list[str], label: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "dann.bench", "--_worker", mode, pair, str(a.steps), str(a.warmup),
            "1" if a.synthetic else "0", str(a.workers), *extra]
+    mode = label or mode
     print(f"[bench] {pair}: {mode} ...", file=sys.stderr, flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, WANDB_MODE="disabled"))
     for line in p.stdout.splitlines():
@@ -415,6 +416,9 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of all loops, interleaved; each loop reports its median round and the "
                          "ratios are medians of the per-round ratios (use 3+ on a shared machine)")
+    ap.add_argument("--methods", nargs="+", metavar="METHOD", default=None,
+                    help="instead of DANN's three loops, the framework loop of each method (method=NAME, each in "
+                         "its own process; 'all': every conf/method yaml) beside DANN's floor")
     ap.add_argument("--out", default=None, help="also write the results as JSON to this file")
     ap.add_argument("overrides", nargs="*", help="config overrides for the framework run (e.g. optim.fused=true)")
     a = ap.parse_args(argv)
@@ -431,7 +435,20 @@ def cli(argv: list[str] | None = None) -> int:
         except ValueError as e:
             ap.error(str(e).replace("speed.compile", "--compile"))
     speed = _speed_overrides(a.compile, a.channels_last)
-    modes = ["framework", "dataloader", "floor"] + (["peer"] if a.peer else [])
+    # loop label -> (worker mode, its config overrides)
+    loops = {"framework": ("framework", [*a.overrides, *speed]), "dataloader": ("dataloader", []),
+             "floor": ("floor", speed)} | ({"peer": ("peer", [])} if a.peer else {})
+    if a.methods:
+        from dann.config import method_names
+
+        known = method_names()
+        names = known if a.methods == ["all"] else a.methods
+        for n in names:
+            if n not in known:
+                ap.error(f"--methods: unknown method {n!r}; known: {', '.join(known)}")
+        loops = {f"method={n}": ("framework", [f"method={n}", *a.overrides, *speed]) for n in names} | \
+            {"floor": ("floor", speed)}
+    modes = list(loops)
     dev = _device()
     res: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu x{os.cpu_count()}",
                            "torch": torch.__version__, "steps": a.steps, "warmup": a.warmup, "pairs": {}}
@@ -450,8 +467,7 @@ def cli(argv: list[str] | None = None) -> int:
         for k in range(a.repeat):  # interleaved rounds: a drift of the machine's speed hits every loop alike
             if a.repeat > 1:
                 print(f"[bench] {pair}: round {k + 1}/{a.repeat}", file=sys.stderr, flush=True)
-            rounds.append({m: _spawn(m, pair, a, [*a.overrides, *speed] if m == "framework" else
-                                     speed if m == "floor" else []) for m in modes})
+            rounds.append({m: _spawn(*loops[m][:1], pair, a, loops[m][1], label=m) for m in modes})
         r = _combine(rounds, modes)
         r["load_s"] = _spawn("load", pair, a, [])
         res["pairs"][pair] = r
@@ -470,10 +486,13 @@ def cli(argv: list[str] | None = None) -> int:
     print()
     for pair, r in res["pairs"].items():
         f = lambda x: f"{x:.2f}" if isinstance(x, float) else "n/a"  # noqa: E731
-        print(f"{pair}: framework / floor = {f(r['framework_over_floor'])}, DataLoader loop / framework = "
-              f"{f(r['dataloader_over_framework'])}; cache load (train+test): "
+        print((f"{pair}: framework / floor = {f(r['framework_over_floor'])}, DataLoader loop / framework = "
+               f"{f(r['dataloader_over_framework'])}; " if "framework" in r else f"{pair}: ") + "cache load (train+test): "
               + ", ".join(f"{d} {v:.2f} s" if isinstance(v, float) else f"{d} {v}" for d, v in r["load_s"].items()))
-        ev = r["framework"].get("eval_s")
+        for m in modes:
+            if m.startswith("method=") and isinstance(x := _ratio([r], m, "floor"), float):
+                print(f"{pair}: {m} / DANN's floor = {x:.2f}")
+        ev = r.get("framework", {}).get("eval_s")
         if isinstance(ev, float):
             print(f"{pair}: one evaluation (test accuracies + selection scores, made every trainer.val_check_interval "
                   f"steps) = {ev:.2f} s")

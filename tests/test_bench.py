@@ -55,3 +55,26 @@ def test_bench_end_to_end_on_random_images(tmp_path, monkeypatch):
     assert r["framework"]["eval_s"] > 0  # one evaluation as a run makes it (the stall a lone GPU run hit)
     assert res["device"].startswith(("cpu", "NVIDIA"))
     assert r["framework"]["speed"]["keep_freed_memory"] is True and r["floor"]["speed"]["keep_freed_memory"] is True
+
+
+def test_unknown_method_is_refused_naming_the_known_ones(capsys):
+    with pytest.raises(SystemExit):
+        bench.cli(["--methods", "dann", "dnn"])
+    err = capsys.readouterr().err
+    assert "--methods: unknown method 'dnn'" in err and "mcd" in err
+
+
+@pytest.mark.slow
+def test_bench_times_each_method(tmp_path, monkeypatch, capsys):
+    """``--methods``: one framework loop per method (its own process), beside DANN's floor."""
+    monkeypatch.setenv("DANN_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "b.json"
+    assert bench.cli(["--pairs", "mnist_mnistm", "--synthetic", "--steps", "6", "--warmup", "2",
+                      "--methods", "source_only", "mcd", "--out", str(out)]) == 0
+    r = json.loads(out.read_text())["pairs"]["mnist_mnistm"]
+    assert set(r) >= {"method=source_only", "method=mcd", "floor"} and "framework" not in r
+    for m in ("source_only", "mcd"):
+        assert r[f"method={m}"]["ms_per_step"] > 0 and r[f"method={m}"]["method"] == m
+    # MCD runs the feature extractor six times a batch: dearer than source-only's one pass
+    assert r["method=mcd"]["ms_per_step"] > r["method=source_only"]["ms_per_step"]
+    assert "| mnist_mnistm | method=mcd |" in capsys.readouterr().out

@@ -434,3 +434,11 @@ def test_train_on_target_joins_the_column_whatever_its_source_hold_out(tmp_path,
     write_record(tmp_path / "so1", rec("mnist_mnistm", "source_only", 1, 0.60, config=so_old))
     code, out, err = run(capsys, tmp_path)
     assert "mnist_mnistm [data.src_val=1000]" in out and "mnist_mnistm [data.src_val=—]" in out
+
+
+def test_rows_are_the_paper_methods_then_the_others_then_the_upper_bound(runs, capsys):
+    for m in ("mdd", "adda"):
+        write_record(runs / f"{m}_s0", rec("mnist_mnistm", m, 0, 0.7))
+    _, md, _ = run(capsys, runs)
+    header, rows = table_rows(md)
+    assert list(rows) == ["source_only", "sa", "sa (oracle)", "dann", "adda", "mdd", "target_only"], list(rows)

@@ -146,9 +146,11 @@ class Table:
 
     @property
     def methods(self) -> list[str]:
-        """Row labels: the paper's methods in its order, each followed by its other-selection rows, then
-        the rest; a split method's rows side by side, ordered by their settings."""
+        """Row labels: the paper's methods in its order, each followed by its other-selection rows, the
+        other methods by name, and the upper bound (train-on-target) last; a split method's rows side by
+        side, ordered by their settings."""
         rank = {m: i for i, m in enumerate(PAPER_METHODS)}
+        rank[BOUNDS[1]] = len(rank) + 1  # below every adaptation method
 
         def key(label: str) -> tuple:
             r = self.row(label)

@@ -86,6 +86,8 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
     pairs = [p for p in t.pairs if any(k[0] == p for k in data)]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.0), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if len(t.methods) > len(colours):  # one colour per row, even for a dozen methods
+        colours = [plt.get_cmap("tab20")(i) for i in range(20)]
     for ax, p in zip(axes[0], pairs):
         for i, m in enumerate(t.methods):
             runs = data.get((p, m))

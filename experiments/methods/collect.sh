@@ -1,0 +1,16 @@
+#!/bin/bash
+# Copies every finished run's record (results.json + evaluations.jsonl) from OUT_DIR (run_cpu.sh's)
+# into experiments/methods/runs/, then writes the table beside the paper's four (their records are
+# experiments/paper_table/runs), its bar chart and the learning curves:
+#   bash experiments/methods/collect.sh OUT_DIR
+set -eu
+out=${1:?usage: collect.sh OUT_DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+for rec in "$out"/*/results.json; do
+  grep -q '"status": "finished"' "$rec" || continue
+  name=$(basename "$(dirname "$rec")")
+  mkdir -p "$here/runs/$name"
+  cp "$rec" "$(dirname "$rec")/evaluations.jsonl" "$here/runs/$name/"
+done
+dann-table "$here/runs" "$here/../paper_table/runs" --out "$here/table.md" --png "$here/table.png" \
+    --curves "$here/curves.png"

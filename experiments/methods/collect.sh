@@ -1,7 +1,7 @@
 #!/bin/bash
 # Copies every finished run's record (results.json + evaluations.jsonl) from OUT_DIR (run_cpu.sh's)
 # into experiments/methods/runs/, then writes the table beside the paper's four (their records are
-# experiments/paper_table/runs), its bar chart and the learning curves:
+# experiments/paper_table/runs), its bar chart, the learning curves, and the table under the last_k rule:
 #   bash experiments/methods/collect.sh OUT_DIR
 set -eu
 out=${1:?usage: collect.sh OUT_DIR}
@@ -14,3 +14,4 @@ for rec in "$out"/*/results.json; do
 done
 dann-table "$here/runs" "$here/../paper_table/runs" --out "$here/table.md" --png "$here/table.png" \
     --curves "$here/curves.png"
+dann-table "$here/runs" "$here/../paper_table/runs" --select last_k --out "$here/table_last_k.md" > /dev/null

@@ -442,3 +442,12 @@ def test_rows_are_the_paper_methods_then_the_others_then_the_upper_bound(runs, c
     _, md, _ = run(capsys, runs)
     header, rows = table_rows(md)
     assert list(rows) == ["source_only", "sa", "sa (oracle)", "dann", "adda", "mdd", "target_only"], list(rows)
+
+
+@pytest.mark.parametrize("n", [4, 10, 13])
+def test_each_row_of_a_figure_has_its_own_colour(n):
+    from dann.report.figures import pyplot
+    from dann.report.table_figures import row_colours
+
+    colours = row_colours(pyplot(), n)
+    assert len({str(colours[i % len(colours)]) for i in range(n)}) == n

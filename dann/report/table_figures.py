@@ -11,6 +11,12 @@ from dann.report.table import Table
 from dann.selection.evaluations import record_evaluations
 
 
+def row_colours(plt, n: int) -> list:
+    """One colour per row: the style's cycle, or tab20 when a table has more rows than it has."""
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return colours if n <= len(colours) else [plt.get_cmap("tab20")(i) for i in range(20)]
+
+
 def save_png(t: Table, path: str | Path) -> Path:
     """Grouped bars per pair: ours (mean ± std, solid) beside the paper's (hatched), per method."""
 
@@ -19,7 +25,7 @@ def save_png(t: Table, path: str | Path) -> Path:
     pairs, methods = t.pairs, t.methods
     width = 0.8 / (2 * len(methods))
     fig, ax = plt.subplots(figsize=(max(6.0, 2.2 * len(pairs)) + 2.0, 4.2))
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = row_colours(plt, len(t.methods))
     for i, m in enumerate(methods):
         col = colours[i % len(colours)]
         xs = [j - 0.4 + (2 * i + 0.5) * width for j in range(len(pairs))]
@@ -85,9 +91,7 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
     plt = pyplot()
     pairs = [p for p in t.pairs if any(k[0] == p for k in data)]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.0), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    if len(t.methods) > len(colours):  # one colour per row, even for a dozen methods
-        colours = [plt.get_cmap("tab20")(i) for i in range(20)]
+    colours = row_colours(plt, len(t.methods))
     for ax, p in zip(axes[0], pairs):
         for i, m in enumerate(t.methods):
             runs = data.get((p, m))

@@ -96,6 +96,20 @@ def test_run_in_a_terminal_draws_one_bar_in_steps(tmp_path):
     assert out.count("\n") < 15, out[-3000:]
 
 
+@pytest.mark.slow
+def test_periodic_checkpoints_of_a_manual_optimization_method_are_quiet(tmp_path):
+    """MCD and ADDA step their optimizers themselves: Lightning then printed a 14-line example at
+    every periodic checkpoint, although a checkpoint after the step is the one resume needs."""
+    p = subprocess.run([sys.executable, "-m", "dann.run.train", "pair=moons", "method=mcd", "trainer.max_steps=40",
+                        "trainer.val_check_interval=40", "checkpoint.every_n_steps=20", "checkpoint.keep_all=true", "logger=csv",
+                        f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=_env(), capture_output=True,
+                       text=True, timeout=600)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-3000:]
+    assert "manual optimization" not in out and "saved_models" not in out, out[-3000:]
+    assert (tmp_path / "run" / "checkpoints" / "step=000020.ckpt").exists()
+
+
 # -- item 2: the display itself, on a fake trainer -------------------------------------------
 
 def _trainer(step: int = 0, max_steps: int = 1000, **metrics):

@@ -11,6 +11,10 @@ Each filter names one message, so a new warning of any library still shows. What
   (:func:`dann.run.loggers.set_aside_csv`);
 * ```isinstance(treespec, LeafSpec)` is deprecated``: torch's deprecation of a call inside
   Lightning, not in this code;
+* ``Using ModelCheckpoint with manual optimization and every_n_train_steps, but no
+  pre-optimization state was saved ...`` (with a 14-line code example), at every periodic
+  checkpoint of the methods that step their optimizers themselves (MCD, ADDA): the state after the
+  step is the one a checkpoint of step N must hold for an exact resume;
 * ``The `srun` command is available on your system but is not used``, for a run on one device
   of one node only: there nothing can hang, and sweeps reach SLURM through
   ``hydra/launcher=slurm``. A multi-device (DDP) run keeps it: there it is real advice.
@@ -35,6 +39,7 @@ CHATTER_INFO = re.compile(r"(GPU available: |TPU available: |HPU available: |ðŸ’
 CHATTER_WARNINGS = (
     r"Experiment logs directory .* exists and is not empty",
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    r"Using ModelCheckpoint with manual optimization and every_n_train_steps, but no pre-optimization state",
 )
 SRUN_WARNING = r"The `srun` command is available on your system but is not used"
 

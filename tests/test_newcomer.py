@@ -101,7 +101,8 @@ def test_periodic_checkpoints_of_a_manual_optimization_method_are_quiet(tmp_path
     """MCD and ADDA step their optimizers themselves: Lightning then printed a 14-line example at
     every periodic checkpoint, although a checkpoint after the step is the one resume needs."""
     p = subprocess.run([sys.executable, "-m", "dann.run.train", "pair=moons", "method=mcd", "trainer.max_steps=40",
-                        "trainer.val_check_interval=40", "checkpoint.every_n_steps=20", "checkpoint.keep_all=true", "logger=csv",
+                        "trainer.val_check_interval=40", "checkpoint.every_n_steps=20", "checkpoint.keep_all=true",
+                        "logger=csv",
                         f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path, env=_env(), capture_output=True,
                        text=True, timeout=600)
     out = p.stdout + p.stderr

@@ -4,14 +4,15 @@
 # experiments/paper_table/runs), its bar chart, the learning curves, and the table under the last_k rule:
 #   bash experiments/methods/collect.sh OUT_DIR
 set -eu
-out=${1:?usage: collect.sh OUT_DIR}
-here=$(cd "$(dirname "$0")" && pwd)
+out=$(cd "${1:?usage: collect.sh OUT_DIR}" && pwd)
+cd "$(dirname "$0")/../.."   # the repository: the table names its records by relative paths
+here=experiments/methods
 for rec in "$out"/*/results.json; do
   grep -q '"status": "finished"' "$rec" || continue
   name=$(basename "$(dirname "$rec")")
   mkdir -p "$here/runs/$name"
   cp "$rec" "$(dirname "$rec")/evaluations.jsonl" "$here/runs/$name/"
 done
-dann-table "$here/runs" "$here/../paper_table/runs" --out "$here/table.md" --png "$here/table.png" \
+dann-table "$here/runs" experiments/paper_table/runs --out "$here/table.md" --png "$here/table.png" \
     --curves "$here/curves.png"
-dann-table "$here/runs" "$here/../paper_table/runs" --select last_k --out "$here/table_last_k.md" > /dev/null
+dann-table "$here/runs" experiments/paper_table/runs --select last_k --out "$here/table_last_k.md" > /dev/null

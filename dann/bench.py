@@ -467,7 +467,7 @@ def cli(argv: list[str] | None = None) -> int:
         for k in range(a.repeat):  # interleaved rounds: a drift of the machine's speed hits every loop alike
             if a.repeat > 1:
                 print(f"[bench] {pair}: round {k + 1}/{a.repeat}", file=sys.stderr, flush=True)
-            rounds.append({m: _spawn(*loops[m][:1], pair, a, loops[m][1], label=m) for m in modes})
+            rounds.append({m: _spawn(loops[m][0], pair, a, loops[m][1], label=m) for m in modes})
         r = _combine(rounds, modes)
         r["load_s"] = _spawn("load", pair, a, [])
         res["pairs"][pair] = r

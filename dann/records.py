@@ -81,19 +81,33 @@ def read_records(*roots: str | Path) -> tuple[list[dict[str, Any]], list[tuple[P
     A record that is truncated, not JSON, lacks required keys or holds a value of the wrong type
     (:func:`check_record`) is returned in the second list with the reason, never silently dropped
     or averaged.
+
+    A file reached twice (overlapping roots) is read once; a record identical to one already read
+    (a copy of the same run kept elsewhere) is the same run, so it is not returned again: its path
+    goes to the first one's ``_copies``.
     """
     good, bad = [], []
+    seen_paths: set[Path] = set()
+    by_content: dict[str, dict[str, Any]] = {}
     for root in roots:
         root = Path(root)
         paths = [root] if root.is_file() else sorted(root.rglob(RESULTS_FILE))
         for p in paths:
+            if p.resolve() in seen_paths:
+                continue
+            seen_paths.add(p.resolve())
             try:
                 rec = json.loads(p.read_text())
                 check_record(rec)
             except (OSError, ValueError) as e:
                 bad.append((p, str(e)))
                 continue
+            key = json.dumps(rec, sort_keys=True)
+            if key in by_content:
+                by_content[key].setdefault("_copies", []).append(str(p))
+                continue
             rec["_path"] = str(p)
+            by_content[key] = rec
             good.append(rec)
     return good, bad
 

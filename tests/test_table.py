@@ -162,6 +162,20 @@ def test_repeated_seeds_are_flagged(runs, capsys):
     assert "repeated seeds" in md and "dann on moons: seeds [0, 0, 1]" in md
 
 
+def test_a_copied_record_counts_once(runs, capsys, tmp_path):
+    """The same run reached twice (a copy kept beside another experiment's table, or overlapping
+    folders on the command line) is one run: counted once and named, not a repeated seed."""
+    copy = tmp_path / "elsewhere" / "moons_dann_s0"
+    copy.mkdir(parents=True)
+    copy.joinpath("results.json").write_bytes((runs / "moons_dann_s0" / "results.json").read_bytes())
+    _, md, _ = run(capsys, runs, tmp_path / "elsewhere", runs / "moons_dann_s0")
+    _, rows = table_rows(md)
+    assert rows["dann"]["moons"].startswith(".9250 ± .0354 (2)")
+    assert "repeated seeds" not in md
+    assert "Records read more than once (the same run, counted once): 1" in md
+    assert str(copy / "results.json") in md
+
+
 def test_collapsed_runs_are_averaged_and_named(tmp_path, capsys):
     root = tmp_path / "sweep"
     write_record(root / "ok", rec("moons", "dann", 0, 0.9, collapsed_at_step=None))

@@ -60,6 +60,9 @@ def notes(t: Table) -> list[str]:
                + ("; except cells marked {oracle}, whose runs chose on target test labels: " + "; ".join(marked)
                   if marked else "")
                + ".")
+    if t.copies:
+        out.append(f"Records read more than once (the same run, counted once): {len(t.copies)}")
+        out += [f"- {p} = " + ", ".join(c) for p, c in t.copies]
     if t.duplicates():
         out.append("Warning: repeated seeds averaged as separate runs: " + "; ".join(t.duplicates()))
     if t.collapsed:

@@ -123,6 +123,8 @@ class Table:
     at_chance: list[tuple[str, float, float]] = field(default_factory=list)
     # folders that hold a run but no record (running, or killed): see dann.records.runs_without_record
     unrecorded: list[Path] = field(default_factory=list)
+    # records read more than once (identical copies of one run): (path read, [its copies])
+    copies: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def column(self, label: str) -> Column:
         return self.columns.get(label) or Column(label)
@@ -379,6 +381,7 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
         runs.append(Run(r, float(v), protocol(r, merge)))
     t = Table(metric, {}, failed, list(unreadable), skipped)
     t.merged = list(merge)
+    t.copies = [(r.get("_path", "?"), r["_copies"]) for r in records if r.get("_copies")]
     t.collapsed = [(r.record.get("_path", "?"), r.record["collapsed_at_step"]) for r in runs
                    if r.record.get("collapsed_at_step") is not None]
     t.at_chance = [(r.record.get("_path", "?"), r.record["metrics"].get("test/src_acc"), r.record.get("chance_acc"))

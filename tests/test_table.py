@@ -465,3 +465,16 @@ def test_each_row_of_a_figure_has_its_own_colour(n):
 
     colours = row_colours(pyplot(), n)
     assert len({str(colours[i % len(colours)]) for i in range(n)}) == n
+
+
+def test_the_methods_experiment_prints_twelve_rows(capsys):
+    """experiments/methods holds its own records and copies of the paper's four methods' (baselines/):
+    `dann-table experiments/methods` alone gives the whole comparison, each run counted once."""
+    root = Path(__file__).resolve().parents[1] / "experiments" / "methods"
+    code, md, _ = run(capsys, root)
+    assert code == 0
+    _, rows = table_rows(md)
+    methods = {label.split(" ")[0] for label in rows}
+    assert methods == {"source_only", "sa", "dann", "target_only", "dan", "coral", "cdan", "cdan_e", "mdd", "mcc",
+                       "mcd", "adda"}
+    assert "repeated seeds" not in md

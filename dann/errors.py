@@ -5,6 +5,12 @@ class ConfigError(ValueError):
     """A config value is invalid; the message names the key and the allowed values."""
 
 
+def check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
+    """Refuse ``value`` for config ``key`` unless it is one of ``allowed``, naming them."""
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is unknown; allowed: {', '.join(allowed)}")
+
+
 class CheckpointError(ValueError):
     """A checkpoint is refused or unreadable: it holds more than tensors and plain data (only a
     pickle builds that, and a pickle can run any code), or it is truncated or not a checkpoint."""

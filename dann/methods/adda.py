@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dann.errors import ConfigError
+from dann.errors import ConfigError, check_choice
 from dann.methods.base import DAMethod
 
 OPTIMIZERS = ("sgd", "adam")
@@ -62,10 +62,8 @@ class ADDA(DAMethod):
                       adam_lr: float, adam_beta1: float, **_: Any) -> None:
         if not 0 <= source_fraction <= 1:
             raise ConfigError(f"method.source_fraction={source_fraction!r} is invalid: expected a value in [0, 1]")
-        if discriminator not in DISCRIMINATORS:
-            raise ConfigError(f"method.discriminator={discriminator!r} is unknown; allowed: {', '.join(DISCRIMINATORS)}")
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"method.optimizer={optimizer!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
+        check_choice("method.discriminator", discriminator, DISCRIMINATORS)
+        check_choice("method.optimizer", optimizer, OPTIMIZERS)
         if adam_lr_source <= 0 or adam_lr <= 0 or not 0 <= adam_beta1 < 1:
             raise ConfigError(f"method.adam_lr_source/adam_lr/adam_beta1={(adam_lr_source, adam_lr, adam_beta1)!r} "
                               f"are invalid: expected learning rates > 0 and beta1 in [0, 1)")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dann.errors import ConfigError
+from dann.errors import ConfigError, check_choice
 from dann.methods.base import DAMethod
 
 LAYERS = ("features", "logits")
@@ -47,8 +47,7 @@ class CORAL(DAMethod):
     def check_options(cls, trade_off: float, layer: str, **_: Any) -> None:
         if trade_off < 0:
             raise ConfigError(f"method.trade_off={trade_off!r} is invalid: expected a value >= 0")
-        if layer not in LAYERS:
-            raise ConfigError(f"method.layer={layer!r} is unknown; allowed: {', '.join(LAYERS)}")
+        check_choice("method.layer", layer, LAYERS)
 
     def losses(self, batch):
         f, logits, ns = self.joint_pass(batch)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-from dann.errors import ConfigError
+from dann.errors import ConfigError, check_choice
 from dann.methods.base import DAMethod
 
 ESTIMATORS = ("linear", "quadratic")
@@ -94,10 +94,8 @@ class DAN(DAMethod):
         if not multipliers or any(not isinstance(c, (int, float)) or c <= 0 for c in multipliers):
             raise ConfigError(f"method.multipliers={list(multipliers)!r} is invalid: expected a non-empty list of "
                               f"bandwidth multipliers > 0 (e.g. [0.25, 0.5, 1, 2, 4])")
-        if estimator not in ESTIMATORS:
-            raise ConfigError(f"method.estimator={estimator!r} is unknown; allowed: {', '.join(ESTIMATORS)}")
-        if layer not in LAYERS:
-            raise ConfigError(f"method.layer={layer!r} is unknown; allowed: {', '.join(LAYERS)}")
+        check_choice("method.estimator", estimator, ESTIMATORS)
+        check_choice("method.layer", layer, LAYERS)
 
     def losses(self, batch):
         f, logits, ns = self.joint_pass(batch)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dann.errors import ConfigError
+from dann.errors import ConfigError, check_choice
 from dann.methods.base import DAMethod
 
 OPTIMIZERS = ("sgd", "adam")
@@ -53,8 +53,7 @@ class MCD(DAMethod):
     def check_options(cls, num_k: int, optimizer: str, adam_lr: float, adam_weight_decay: float, **_: Any) -> None:
         if num_k < 1:
             raise ConfigError(f"method.num_k={num_k!r} is invalid: expected an integer >= 1 (the paper: 4 for digits)")
-        if optimizer not in OPTIMIZERS:
-            raise ConfigError(f"method.optimizer={optimizer!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
+        check_choice("method.optimizer", optimizer, OPTIMIZERS)
         if adam_lr <= 0 or adam_weight_decay < 0:
             raise ConfigError(f"method.adam_lr/adam_weight_decay={(adam_lr, adam_weight_decay)!r} are invalid: "
                               f"expected a learning rate > 0 and a decay >= 0")

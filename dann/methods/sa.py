@@ -35,7 +35,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from dann.errors import ConfigError
+from dann.errors import ConfigError, check_choice
 from dann.methods.base import DOMAINS
 from dann.methods.source_only import SourceOnly
 from dann.blas import one_blas_thread
@@ -144,8 +144,7 @@ class SA(SourceOnly):
     @classmethod
     def check_options(cls, sa_dim: int, select: str, sa_dims: Sequence[int] | None, **_: Any) -> None:
         select = LEGACY_SELECTIONS.get(select, select)
-        if select not in SELECTIONS:
-            raise ConfigError(f"method.select={select!r} is unknown; allowed: {', '.join(SELECTIONS)}")
+        check_choice("method.select", select, SELECTIONS)
         if select == "oracle" and not sa_dims:
             raise ConfigError("method.select=oracle needs method.sa_dims, the list of subspace sizes to try")
         if int(sa_dim) < 1 or any(int(d) < 1 for d in (sa_dims or [])):

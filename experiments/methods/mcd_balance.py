@@ -1,20 +1,30 @@
-"""How strongly MCD's step B (classifiers maximise their target discrepancy) and step C (the
-feature extractor minimises it, ``num_k`` times) pull against each other in a finished run.
+"""Which of MCD's three steps moves the classifiers' discrepancy on the target domain, at the end
+of a finished run (Saito et al. 2018; dann/methods/mcd.py):
 
-From the run's last checkpoint, with its own optimizers and their saved state (momentum, Adam's
-moments) at the learning rate they had reached, on one seeded batch of 64 source + 64 target
-training images: the discrepancy before and after one step-B update, and before and after the
-``num_k`` step-C updates; the gradient norms behind them. Label-free, but for the line marked
-"diagnosis only", which reads 2,000 target *test* labels to say which classifier the discrepancy
-hurt (never used to choose anything).
+* A: G, F1, F2 on the labelled source;
+* B: F1, F2 maximise their target discrepancy d, keeping the source;
+* C: G minimises d, ``num_k`` times.
 
-    PYTHONPATH=. DANN_DATA_DIR=<root> python experiments/methods/mcd_balance.py RUN_DIR [RUN_DIR...]
+From the run's last checkpoint (or the checkpoint file given), with its own optimizers and their saved state (momentum, Adam's
+moments) at the learning rate they had reached, BATCHES more batches of MCD are trained exactly as
+:meth:`MCD.losses` does; after each step, d is measured on 2,000 held-out target *test* images
+(d needs no label). The change each step makes is summed over the batches: positive means the step
+drove the classifiers apart on the target distribution, not only on its own batch. Then G alone
+(step C without A and B) for LONG updates: can it bring the classifiers into agreement?
+
+Label-free but for the lines marked "diagnosis only", which read the same 2,000 images' labels to
+say which classifier the discrepancy hurt (never used to choose anything).
+
+    PYTHONPATH=. DANN_DATA_DIR=<root> python experiments/methods/mcd_balance.py RUN_DIR|CKPT [...]
+
+(CKPT: ``RUN_DIR/checkpoints/*.ckpt``, e.g. ``step=001000.ckpt`` of a run with ``checkpoint.keep_all=true``.)
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +33,23 @@ from omegaconf import OmegaConf
 from dann.methods.mcd import discrepancy
 from dann.run.build import build_datamodule, build_method
 
+BATCHES = 50  # full A-B-C batches from the checkpoint
+LONG = 500  # updates of G alone
+N_EVAL = 2000
 
-def load(run: str, dm):
-    cfg = OmegaConf.load(f"{run}/.hydra/config.yaml")
+
+def where(path: str) -> tuple[Path, Path]:
+    """(run folder, checkpoint) for a run folder (its last checkpoint) or a checkpoint file."""
+    p = Path(path)
+    return (p.parent.parent, p) if p.suffix == ".ckpt" else (p, p / "checkpoints" / "last.ckpt")
+
+
+def load(path: str, dm):
+    """The run's model and optimizers (G, then F1 + F2) as the checkpoint left them."""
+    run, ckpt = where(path)
+    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     m = build_method(cfg, dm.input_shape, dm.num_classes)
-    ck = torch.load(f"{run}/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    ck = torch.load(ckpt, map_location="cpu", weights_only=False)
     m.load_state_dict(ck["state_dict"])
     opts, _ = m.configure_optimizers()
     for o, state in zip(opts, ck["optimizer_states"]):
@@ -35,69 +57,95 @@ def load(run: str, dm):
     return m, opts, ck["global_step"]
 
 
-def grad_norm(loss, params) -> float:
-    return torch.sqrt(sum((g ** 2).sum() for g in torch.autograd.grad(loss, params, retain_graph=True))).item()
+def step(opt, loss) -> None:
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
+class Probe:
+    """d, agreement and (diagnosis only) accuracies on fixed held-out target test images, and the
+    source validation accuracy of F1."""
+
+    def __init__(self, dm):
+        self.xt, self.yt = self._take(dm.tgt_test)
+        self.xs, self.ys = self._take(dm.src_val if len(dm.src_val.y) else dm.src_test)
+
+    @staticmethod
+    def _take(split):
+        idx = split.sample(N_EVAL, 0)
+        return split.inputs(idx), split.y[idx]
+
+    @torch.no_grad()
+    def d(self, m) -> float:
+        f = m.features(self.xt)
+        return discrepancy(m.classifier(f), m.classifier2(f)).item()
+
+    @torch.no_grad()
+    def describe(self, m) -> str:
+        f = m.features(self.xt)
+        q1, q2 = m.classifier(f).softmax(1), m.classifier2(f).softmax(1)
+        src = (m.classifier(m.features(self.xs)).argmax(1) == self.ys).float().mean().item()
+        acc = [(q.argmax(1) == self.yt).float().mean().item() for q in (q1, q2, q1 + q2)]
+        return (f"d {discrepancy(m.classifier(f), m.classifier2(f)).item():.4f}, F1/F2 agree on "
+                f"{(q1.argmax(1) == q2.argmax(1)).float().mean().item():.2f}, mean max-prob F1 "
+                f"{q1.max(1).values.mean().item():.3f} F2 {q2.max(1).values.mean().item():.3f}, source val acc "
+                f"{src:.4f}; diagnosis only: target acc F1 (scored) {acc[0]:.4f}, F2 {acc[1]:.4f}, F1+F2 {acc[2]:.4f}")
 
 
 def main(run: str) -> None:
-    cfg = OmegaConf.load(f"{run}/.hydra/config.yaml")
+    cfg = OmegaConf.load(where(run)[0] / ".hydra" / "config.yaml")
     cfg.data.root = os.environ.get("DANN_DATA_DIR", cfg.data.root)
     dm = build_datamodule(cfg)
     dm.setup("fit")
+    probe = Probe(dm)
     g = torch.Generator().manual_seed(0)
-    it = torch.randperm(len(dm.tgt_train.y), generator=g)[:64]
-    si = torch.randperm(len(dm.src_train.y), generator=g)[:64]
-    xt, xs, ys = dm.tgt_train.inputs(it), dm.src_train.inputs(si), dm.src_train.y[si]
     disc = lambda m, f: discrepancy(m.classifier(f), m.classifier2(f))  # noqa: E731
 
-    m, opts, step = load(run, dm)
+    def source_loss(m, f, y):
+        return F.cross_entropy(m.classifier(f), y) + F.cross_entropy(m.classifier2(f), y)
+
+    m, (opt_g, opt_f), at = load(run, dm)
     h = m.hparams
-    print(f"{run}: step {step}, optimizer {h.optimizer}, lr G {opts[0].param_groups[0]['lr']:.2e}, "
-          f"lr F {opts[1].param_groups[0]['lr']:.2e}, num_k {h.num_k}")
-    d = disc(m, m.features(xt))
-    ce = F.cross_entropy(m.classifier(m.features(xs)), ys)
-    cls = [*m.classifier.parameters(), *m.classifier2.parameters()]
-    print(f"  discrepancy {d.item():.4f}; |grad_G d| {grad_norm(d, list(m.features.parameters())):.4f}, "
-          f"|grad_G CE_src| {grad_norm(ce, list(m.features.parameters())):.4f}, |grad_F1F2 d| {grad_norm(d, cls):.4f}")
-    with torch.no_grad():
-        ft = m.features(xt)
-        p1, p2 = m.classifier(ft).softmax(1), m.classifier2(ft).softmax(1)
-    print(f"  target batch: F1 and F2 agree on {(p1.argmax(1) == p2.argmax(1)).float().mean().item():.2f}, "
-          f"mean max-prob F1 {p1.max(1).values.mean().item():.3f}, F2 {p2.max(1).values.mean().item():.3f}")
-    idx = dm.tgt_test.sample(2000, 0)
-    with torch.no_grad():
-        f = m.features(dm.tgt_test.inputs(idx))
-        q1, q2 = m.classifier(f).softmax(1), m.classifier2(f).softmax(1)
-    y = dm.tgt_test.y[idx]
-    accs = [(q.argmax(1) == y).float().mean().item() for q in (q1, q2, q1 + q2)]
-    print("  diagnosis only (2,000 target test labels): accuracy F1 (scored) %.4f, F2 %.4f, F1+F2 %.4f" % tuple(accs))
+    print(f"{run}: step {at}, optimizer {h.optimizer}, lr G {opt_g.param_groups[0]['lr']:.2e}, "
+          f"lr F {opt_f.param_groups[0]['lr']:.2e}, num_k {h.num_k}")
+    print(f"  at the checkpoint: {probe.describe(m)}")
 
-    # one step-B update, with the run's classifier optimizer (same computation as MCD.losses)
-    m, opts, _ = load(run, dm)
-    with torch.no_grad():
-        f = m.features(torch.cat([xs, xt]))
-    before = disc(m, f[64:])
-    loss = F.cross_entropy(m.classifier(f[:64]), ys) + F.cross_entropy(m.classifier2(f[:64]), ys) - before
-    opts[1].zero_grad()
-    loss.backward()
-    opts[1].step()
-    with torch.no_grad():
-        after = disc(m, f[64:])
-    print(f"  step B (1 update of F1, F2): {before.item():.6f} -> {after.item():.6f} "
-          f"({after.item() - before.item():+.6f})")
+    moved = {"A": 0.0, "B": 0.0, "C": 0.0}
 
-    # num_k step-C updates, with the run's feature-extractor optimizer
-    m, opts, _ = load(run, dm)
-    seq = []
-    for _ in range(h.num_k):
-        d = disc(m, m.features(xt))
-        seq.append(d.item())
-        opts[0].zero_grad()
-        d.backward()
-        opts[0].step()
-    with torch.no_grad():
-        seq.append(disc(m, m.features(xt)).item())
-    print(f"  step C ({h.num_k} updates of G):    {seq[0]:.6f} -> {seq[-1]:.6f} ({seq[-1] - seq[0]:+.6f})")
+    def measure(name: str, before: float) -> float:
+        after = probe.d(m)
+        moved[name] += after - before
+        return after
+
+    d = probe.d(m)
+    for _ in range(BATCHES):
+        si = torch.randint(len(dm.src_train.y), (64,), generator=g)
+        ti = torch.randint(len(dm.tgt_train.y), (64,), generator=g)
+        xs, ys, xt = dm.src_train.inputs(si), dm.src_train.y[si], dm.tgt_train.inputs(ti)
+        # A: G, F1 and F2 on the labelled source
+        opt_f.zero_grad()
+        step(opt_g, source_loss(m, m.features(xs), ys))
+        opt_f.step()
+        d = measure("A", d)
+        # B: F1, F2 maximise d on the target, keeping the source (G's features fixed)
+        with torch.no_grad():
+            f = m.features(torch.cat([xs, xt]))
+        step(opt_f, source_loss(m, f[:64], ys) - disc(m, f[64:]))
+        d = measure("B", d)
+        # C: G minimises d, num_k times
+        for _ in range(h.num_k):
+            step(opt_g, disc(m, m.features(xt)))
+        d = measure("C", d)
+    print(f"  {BATCHES} more batches (A, B, C as in training): d on held-out target images moved by "
+          + ", ".join(f"{k} {v:+.4f}" for k, v in moved.items()) + f" (sum {sum(moved.values()):+.4f})")
+    print(f"    after them: {probe.describe(m)}")
+
+    m, (opt_g, _), _ = load(run, dm)
+    for _ in range(LONG):
+        ti = torch.randint(len(dm.tgt_train.y), (64,), generator=g)
+        step(opt_g, disc(m, m.features(dm.tgt_train.inputs(ti))))
+    print(f"  G alone minimising d ({LONG} updates, its own optimizer): {probe.describe(m)}")
 
 
 if __name__ == "__main__":

@@ -93,9 +93,9 @@ def read_records(*roots: str | Path) -> tuple[list[dict[str, Any]], list[tuple[P
         root = Path(root)
         paths = [root] if root.is_file() else sorted(root.rglob(RESULTS_FILE))
         for p in paths:
-            if p.resolve() in seen_paths:
+            if (real := p.resolve()) in seen_paths:
                 continue
-            seen_paths.add(p.resolve())
+            seen_paths.add(real)
             try:
                 rec = json.loads(p.read_text())
                 check_record(rec)

@@ -27,12 +27,11 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from dann.methods.mcd import discrepancy
 from dann.run.build import build_datamodule, build_method
 
+BATCH = 64  # per domain, as in training
 BATCHES = 50  # full A-B-C batches from the checkpoint
 LONG = 500  # updates of G alone
 N_EVAL = 2000
@@ -78,8 +77,7 @@ class Probe:
 
     @torch.no_grad()
     def d(self, m) -> float:
-        f = m.features(self.xt)
-        return discrepancy(m.classifier(f), m.classifier2(f)).item()
+        return m.target_discrepancy(m.features(self.xt)).item()
 
     @torch.no_grad()
     def describe(self, m) -> str:
@@ -87,7 +85,7 @@ class Probe:
         q1, q2 = m.classifier(f).softmax(1), m.classifier2(f).softmax(1)
         src = (m.classifier(m.features(self.xs)).argmax(1) == self.ys).float().mean().item()
         acc = [(q.argmax(1) == self.yt).float().mean().item() for q in (q1, q2, q1 + q2)]
-        return (f"d {discrepancy(m.classifier(f), m.classifier2(f)).item():.4f}, F1/F2 agree on "
+        return (f"d {m.target_discrepancy(f).item():.4f}, F1/F2 agree on "
                 f"{(q1.argmax(1) == q2.argmax(1)).float().mean().item():.2f}, mean max-prob F1 "
                 f"{q1.max(1).values.mean().item():.3f} F2 {q2.max(1).values.mean().item():.3f}, source val acc "
                 f"{src:.4f}; diagnosis only: target acc F1 (scored) {acc[0]:.4f}, F2 {acc[1]:.4f}, F1+F2 {acc[2]:.4f}")
@@ -100,11 +98,6 @@ def main(run: str) -> None:
     dm.setup("fit")
     probe = Probe(dm)
     g = torch.Generator().manual_seed(0)
-    disc = lambda m, f: discrepancy(m.classifier(f), m.classifier2(f))  # noqa: E731
-
-    def source_loss(m, f, y):
-        return F.cross_entropy(m.classifier(f), y) + F.cross_entropy(m.classifier2(f), y)
-
     m, (opt_g, opt_f), at = load(run, dm)
     h = m.hparams
     print(f"{run}: step {at}, optimizer {h.optimizer}, lr G {opt_g.param_groups[0]['lr']:.2e}, "
@@ -120,22 +113,22 @@ def main(run: str) -> None:
 
     d = probe.d(m)
     for _ in range(BATCHES):
-        si = torch.randint(len(dm.src_train.y), (64,), generator=g)
-        ti = torch.randint(len(dm.tgt_train.y), (64,), generator=g)
+        si = torch.randint(len(dm.src_train.y), (BATCH,), generator=g)
+        ti = torch.randint(len(dm.tgt_train.y), (BATCH,), generator=g)
         xs, ys, xt = dm.src_train.inputs(si), dm.src_train.y[si], dm.tgt_train.inputs(ti)
         # A: G, F1 and F2 on the labelled source
         opt_f.zero_grad()
-        step(opt_g, source_loss(m, m.features(xs), ys))
+        step(opt_g, m.source_loss(m.features(xs), ys))
         opt_f.step()
         d = measure("A", d)
         # B: F1, F2 maximise d on the target, keeping the source (G's features fixed)
         with torch.no_grad():
             f = m.features(torch.cat([xs, xt]))
-        step(opt_f, source_loss(m, f[:64], ys) - disc(m, f[64:]))
+        step(opt_f, m.source_loss(f[:BATCH], ys) - m.target_discrepancy(f[BATCH:]))
         d = measure("B", d)
         # C: G minimises d, num_k times
         for _ in range(h.num_k):
-            step(opt_g, disc(m, m.features(xt)))
+            step(opt_g, m.target_discrepancy(m.features(xt)))
         d = measure("C", d)
     print(f"  {BATCHES} more batches (A, B, C as in training): d on held-out target images moved by "
           + ", ".join(f"{k} {v:+.4f}" for k, v in moved.items()) + f" (sum {sum(moved.values()):+.4f})")
@@ -143,8 +136,8 @@ def main(run: str) -> None:
 
     m, (opt_g, _), _ = load(run, dm)
     for _ in range(LONG):
-        ti = torch.randint(len(dm.tgt_train.y), (64,), generator=g)
-        step(opt_g, disc(m, m.features(dm.tgt_train.inputs(ti))))
+        ti = torch.randint(len(dm.tgt_train.y), (BATCH,), generator=g)
+        step(opt_g, m.target_discrepancy(m.features(dm.tgt_train.inputs(ti))))
     print(f"  G alone minimising d ({LONG} updates, its own optimizer): {probe.describe(m)}")
 
 

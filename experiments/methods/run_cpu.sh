@@ -15,10 +15,13 @@ jobs_file=$(mktemp)
 # seed 0 of every method first (a broken method shows early), then seeds 1 and 2, then the regenerated MNIST-M
 for s in 0 1 2; do for m in $methods; do echo "mnist_mnistm $m $s ${m}_s$s"; done; done >> "$jobs_file"
 for m in $methods; do echo "mnist_mnistm_regen $m 0 regen_${m}_s0"; done >> "$jobs_file"
-run() {  # PAIR METHOD SEED NAME
+# last, ADDA with its authors' optimizer (a second row, three seeds: its shared-SGD row differs by seed)
+case " $methods " in *" adda "*)
+  for s in 0 1 2; do echo "mnist_mnistm adda $s adda_adam_s$s method.optimizer=adam"; done >> "$jobs_file";; esac
+run() {  # PAIR METHOD SEED NAME [OVERRIDE...]
   local dir="$out/$4"
   if [ -f "$dir/results.json" ] && grep -q '"status": "finished"' "$dir/results.json"; then return 0; fi
-  dann-train pair="$1" method="$2" seed="$3" trainer.enable_progress_bar=false logger=csv \
+  dann-train pair="$1" method="$2" seed="$3" "${@:5}" trainer.enable_progress_bar=false logger=csv \
       checkpoint.every_n_steps=500 resume=auto hydra.run.dir="$dir" >> "$out/$4.log" 2>&1
 }
 export -f run; export out

@@ -43,10 +43,8 @@ def where(path: str) -> tuple[Path, Path]:
     return (p.parent.parent, p) if p.suffix == ".ckpt" else (p, p / "checkpoints" / "last.ckpt")
 
 
-def load(path: str, dm):
+def load(cfg, ckpt: Path, dm):
     """The run's model and optimizers (G, then F1 + F2) as the checkpoint left them."""
-    run, ckpt = where(path)
-    cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
     m = build_method(cfg, dm.input_shape, dm.num_classes)
     ck = torch.load(ckpt, map_location="cpu", weights_only=False)
     m.load_state_dict(ck["state_dict"])
@@ -92,13 +90,14 @@ class Probe:
 
 
 def main(run: str) -> None:
-    cfg = OmegaConf.load(where(run)[0] / ".hydra" / "config.yaml")
+    run_dir, ckpt = where(run)
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     cfg.data.root = os.environ.get("DANN_DATA_DIR", cfg.data.root)
     dm = build_datamodule(cfg)
     dm.setup("fit")
     probe = Probe(dm)
     g = torch.Generator().manual_seed(0)
-    m, (opt_g, opt_f), at = load(run, dm)
+    m, (opt_g, opt_f), at = load(cfg, ckpt, dm)
     h = m.hparams
     print(f"{run}: step {at}, optimizer {h.optimizer}, lr G {opt_g.param_groups[0]['lr']:.2e}, "
           f"lr F {opt_f.param_groups[0]['lr']:.2e}, num_k {h.num_k}")
@@ -134,7 +133,7 @@ def main(run: str) -> None:
           + ", ".join(f"{k} {v:+.4f}" for k, v in moved.items()) + f" (sum {sum(moved.values()):+.4f})")
     print(f"    after them: {probe.describe(m)}")
 
-    m, (opt_g, _), _ = load(run, dm)
+    m, (opt_g, _), _ = load(cfg, ckpt, dm)
     for _ in range(LONG):
         ti = torch.randint(len(dm.tgt_train.y), (BATCH,), generator=g)
         step(opt_g, m.target_discrepancy(m.features(dm.tgt_train.inputs(ti))))

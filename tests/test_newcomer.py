@@ -293,3 +293,13 @@ def test_help_names_the_program_and_its_groups(tmp_path):
     # the options come from conf/: every method file is listed
     methods = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
     assert f"method: {', '.join(methods)}" in out
+
+
+def test_the_readme_lists_every_method_with_its_config():
+    """The README's first table is where a newcomer learns what `method=` can be: it names every
+    method yaml in conf/method/ (a method added without its row would stay unknown to them)."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| method | what it trains on | config |", 1)[1].split("\n\n", 1)[0]
+    named = {n.strip(" `") for row in table.splitlines()[2:] for n in row.split("|")[1].split(",")}
+    methods = {p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")}
+    assert named == methods, f"README table: {sorted(named)}; conf/method: {sorted(methods)}"

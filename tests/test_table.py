@@ -404,6 +404,34 @@ def test_curves_per_seed_mean_at_common_steps_and_runs_without_evaluations(tmp_p
     assert "learning curves written" in err and err.count("no curve for") == 2
 
 
+def test_curves_have_one_legend_outside_the_panels_naming_each_row_once(tmp_path, monkeypatch):
+    """With a dozen rows a legend inside a panel hides the curves, and one legend per panel repeats
+    them: one legend for the figure, right of the last panel, each row with curves once, in table order."""
+    import json
+
+    from dann.records import read_records
+    from dann.report import table_figures
+
+    for pair, methods in {"mnist_mnistm": ["cdan", "dann"], "mnist_mnistm_regen": ["dann", "source_only"]}.items():
+        for m in methods:
+            d = tmp_path / f"{m}_{pair}"
+            write_record(d, rec(pair, m, 0, 0.6))
+            (d / "evaluations.jsonl").write_text("".join(json.dumps({"step": s, "tgt_acc": 0.6}) + "\n"
+                                                         for s in (1000, 2000)))
+    figs = []
+    real_save = table_figures.save_fig
+    monkeypatch.setattr(table_figures, "save_fig", lambda fig, path: (figs.append(fig), real_save(fig, path))[1])
+    table_figures.save_curves_png(build_table(*read_records(tmp_path)), tmp_path / "curves.png")
+    (fig,) = figs
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    assert len(legends) == 1
+    assert [t.get_text() for t in legends[0].get_texts()] == ["source_only", "dann", "cdan"]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure was closed after saving
+    assert legends[0].get_window_extent(renderer).x0 >= max(ax.get_window_extent(renderer).x1 for ax in fig.axes)
+
+
 def test_curves_without_any_evaluations_write_nothing_and_say_so(runs, capsys, tmp_path):
     png = tmp_path / "curves.png"
     code, _, err = run(capsys, runs, "--curves", png)

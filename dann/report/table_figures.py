@@ -12,9 +12,14 @@ from dann.selection.evaluations import record_evaluations
 
 
 def row_colours(plt, n: int) -> list:
-    """One colour per row: the style's cycle, or tab20 when a table has more rows than it has."""
+    """One colour per row: the style's cycle, or, for more rows than it has, tab10 then Dark2 (18
+    hues apart; tab20's light twins would put two rows in near-identical colours), then tab20."""
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return colours if n <= len(colours) else [plt.get_cmap("tab20")(i) for i in range(20)]
+    if n <= len(colours):
+        return colours
+    if n <= 18:
+        return [plt.get_cmap("tab10")(i) for i in range(10)] + [plt.get_cmap("Dark2")(i) for i in range(8)]
+    return [plt.get_cmap("tab20")(i) for i in range(20)]
 
 
 def save_png(t: Table, path: str | Path) -> Path:
@@ -89,9 +94,12 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
         return None, missing
 
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     pairs = [p for p in t.pairs if any(k[0] == p for k in data)]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.0), squeeze=False)
     colours = row_colours(plt, len(t.methods))
+    handles = {}  # one legend for the figure, in the table's row order, outside the panels
     for ax, p in zip(axes[0], pairs):
         for i, m in enumerate(t.methods):
             runs = data.get((p, m))
@@ -101,14 +109,19 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
             for c in runs:
                 ax.plot(c.steps, c.accs, color=col, lw=0.7, alpha=0.45)
             steps, mean = mean_curve(runs)
-            ax.plot(steps, mean, color=col, lw=2.0, label=f"{m} ({len(runs)} run{'s' * (len(runs) > 1)})")
+            handles[i] = ax.plot(steps, mean, color=col, lw=2.0, label=m)[0]
             paper = t.paper(p, m)[0]
             if paper is not None:
                 ax.axhline(paper, color=col, lw=0.8, ls="--")
-        ax.set_title(p.replace(" [", "\n["), fontsize=9)
+        n = sorted({len(runs) for (q, _), runs in data.items() if q == p})
+        ax.set_title(p.replace(" [", "\n[") + f"  ({'-'.join(map(str, (n[0], n[-1])[:len(set(n))]))} runs per row)",
+                     fontsize=9)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 15,000-step labels stay apart
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right", title="thin: seeds, thick: mean, dashed: paper", title_fontsize=7)
+    axes[0][-1].legend([handles[i] for i in sorted(handles)], [t.methods[i] for i in sorted(handles)], fontsize=7,
+                       loc="upper left", bbox_to_anchor=(1.01, 1.0), title="thin: seeds, thick: mean,\ndashed: paper",
+                       title_fontsize=7)
     axes[0][0].set_ylabel("target test accuracy at each evaluation")
     return save_fig(fig, path), missing

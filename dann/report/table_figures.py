@@ -114,8 +114,8 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
             if paper is not None:
                 ax.axhline(paper, color=col, lw=0.8, ls="--")
         n = sorted({len(runs) for (q, _), runs in data.items() if q == p})
-        ax.set_title(p.replace(" [", "\n[") + f"  ({'-'.join(map(str, (n[0], n[-1])[:len(set(n))]))} runs per row)",
-                     fontsize=9)
+        per_row = f"{n[0]}" if n[0] == n[-1] else f"{n[0]}-{n[-1]}"
+        ax.set_title(p.replace(" [", "\n[") + f"  ({per_row} runs per row)", fontsize=9)
         ax.set_xlabel("step")
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 15,000-step labels stay apart
         ax.set_ylim(0, 1.02)

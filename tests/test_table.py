@@ -337,6 +337,22 @@ def test_a_method_option_splits_only_that_methods_row(tmp_path, capsys):
                                  "sa on mnist_mnistm split by method.sa_dim (20, 50).")
 
 
+def test_a_method_split_in_one_column_names_its_setting_in_every_column(tmp_path, capsys):
+    """ADDA split by its optimizer on one pair and run with SGD only on another: the other pair's cell
+    sits on the SGD row, not on a third, unlabelled row that hides which optimizer it used."""
+    write_runs(tmp_path, {("adda", 15000, (("optimizer", "sgd"),)): [0.56, 0.58],
+                          ("adda", 15000, (("optimizer", "adam"),)): [0.76, 0.78]})
+    write_runs(tmp_path, {("adda", 15000, (("optimizer", "sgd"),)): [0.74]}, pair="mnist_mnistm_regen")
+    _, md, _ = run(capsys, tmp_path)
+    header, rows = table_rows(md)
+    assert header == ["method", "mnist_mnistm", "mnist_mnistm_regen"]
+    assert list(rows) == ["adda [method.optimizer=adam]", "adda [method.optimizer=sgd]"]
+    assert rows["adda [method.optimizer=sgd]"]["mnist_mnistm_regen"].startswith(".7400 ± — (1)")
+    assert rows["adda [method.optimizer=adam]"]["mnist_mnistm_regen"] == "—"
+    assert protocol_note(md) == ("Runs of different protocols are not averaged: "
+                                 "adda on mnist_mnistm split by method.optimizer (adam, sgd).")
+
+
 def test_split_columns_in_latex_csv_and_png(tmp_path, capsys):
     runs = write_runs(tmp_path / "runs", LENGTHS)
     write_runs(runs, {("dann", 8000): [0.5], ("dann", 15000): [0.7]}, pair="mnist_mnistm_regen")

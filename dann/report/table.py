@@ -315,13 +315,19 @@ class Run(NamedTuple):
         return Row(str(self.record["method"]), LEGACY_SELECTIONS.get(sel, sel))
 
 
+def group(runs: list[Run], keys: list[str]) -> dict[Settings, list[Run]]:
+    """``runs`` grouped by their setting of ``keys``."""
+    groups: dict[Settings, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(settings_of(r.protocol, keys), []).append(r)
+    return groups
+
+
 def split(runs: list[Run], which: Callable[[str], bool], what: str) -> tuple[dict[Settings, list[Run]], list[str]]:
     """``runs`` grouped by their setting of the keys (among those passing ``which``) they disagree on,
     and the note saying so (none when they all agree)."""
     keys = differing([r.protocol for r in runs], which)
-    groups: dict[Settings, list[Run]] = {}
-    for r in runs:
-        groups.setdefault(settings_of(r.protocol, keys), []).append(r)
+    groups = group(runs, keys)
     return groups, [split_note(what, sorted(groups))] if keys else []
 
 
@@ -387,34 +393,29 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
     t.at_chance = [(r.record.get("_path", "?"), r.record["metrics"].get("test/src_acc"), r.record.get("chance_acc"))
                    for r in runs if r.record.get("source_at_chance")]
     unfelt: set[str] = set()
-    columns: dict[str, list[Run]] = {}
+    in_column: dict[tuple[str, Row], list[Run]] = {}  # (column label, row) -> its runs
     for pair in sorted({r.pair for r in runs}):
-        groups, note = split(fill_unfelt([r for r in runs if r.pair == pair], unfelt), lambda k: not is_method_option(k), pair)
+        columns, note = split(fill_unfelt([r for r in runs if r.pair == pair], unfelt), lambda k: not is_method_option(k), pair)
         t.splits += note
-        for column_settings, column_runs in groups.items():
-            t.columns[label(pair, column_settings)] = Column(pair, column_settings)
-            columns[label(pair, column_settings)] = column_runs
+        for column_settings, column_runs in columns.items():
+            column = label(pair, column_settings)
+            t.columns[column] = Column(pair, column_settings)
+            for r in column_runs:
+                in_column.setdefault((column, r.row), []).append(r)
     # a method option that splits a row in one column names its setting in every column, so that a
     # cell of another column sits on the row of its setting instead of on an unlabelled one
     row_keys: dict[Row, set[str]] = {}
-    for column_runs in columns.values():
-        for row in dict.fromkeys(r.row for r in column_runs):
-            row_keys.setdefault(row, set()).update(
-                differing([r.protocol for r in column_runs if r.row == row], is_method_option))
-    for column, column_runs in columns.items():
-        for row in dict.fromkeys(r.row for r in column_runs):
-            name = row_name(row.method, row.selection)
-            row_runs = [r for r in column_runs if r.row == row]
-            t.splits += split(row_runs, is_method_option, f"{name} on {column}")[1]
-            cells: dict[Settings, list[Run]] = {}
-            for r in row_runs:
-                cells.setdefault(settings_of(r.protocol, sorted(row_keys[row])), []).append(r)
-            for row_settings, cell_runs in cells.items():
-                t.rows[label(name, row_settings)] = row._replace(settings=row_settings)
-                t.cells[column, label(name, row_settings)] = Cell([r.value for r in cell_runs],
-                                                                  [r.record["seed"] for r in cell_runs],
-                                                                  [row.selection] * len(cell_runs),
-                                                                  [r.record for r in cell_runs])
+    for (_, row), row_runs in in_column.items():
+        row_keys.setdefault(row, set()).update(differing([r.protocol for r in row_runs], is_method_option))
+    for (column, row), row_runs in in_column.items():
+        name = row_name(row.method, row.selection)
+        t.splits += split(row_runs, is_method_option, f"{name} on {column}")[1]
+        for row_settings, cell_runs in group(row_runs, sorted(row_keys[row])).items():
+            t.rows[label(name, row_settings)] = row._replace(settings=row_settings)
+            t.cells[column, label(name, row_settings)] = Cell([r.value for r in cell_runs],
+                                                              [r.record["seed"] for r in cell_runs],
+                                                              [row.selection] * len(cell_runs),
+                                                              [r.record for r in cell_runs])
     t.unfelt = sorted(unfelt)
     return t
 

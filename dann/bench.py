@@ -27,6 +27,9 @@ the networks of ``framework`` and ``floor`` (the DataLoader loop stays the plain
 baseline); compilation happens during the warm-up steps, which are not timed:
 
     dann-bench --pairs mnist_mnistm --synthetic --compile default --out bench_compile.json
+
+``dann-bench --contention`` times the training loop idle and beside other PyTorch work
+(:mod:`dann.bench_contention`).
 """
 
 from __future__ import annotations
@@ -400,6 +403,10 @@ def cli(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "--_worker":
         _worker(argv[1:])
         return 0
+    if argv and argv[0] == "--contention":  # its own options: dann-bench --contention --help
+        from dann.bench_contention import cli as contention
+
+        return contention(argv[1:])
     ap = argparse.ArgumentParser(prog="dann-bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pairs", nargs="+", default=list(PAIRS), help="one pair per network (default: one per paper net)")

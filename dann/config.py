@@ -239,7 +239,7 @@ class PoolSpec:
                      "an integer >= 1")
 
 
-TOP_LEVEL = ("seed", "output_dir", "deterministic", "objective", "domains", "selection", "probe", "resume", "data",
+TOP_LEVEL = ("seed", "output_dir", "deterministic", "threads", "objective", "domains", "selection", "probe", "resume", "data",
              "pool", "checkpoint", "optim", "speed", "pair", "method", "model", "trainer", "logger")
 GROUPS = {"optim": OptimSpec, "data": DataSpec, "checkpoint": CheckpointSpec, "probe": ProbeSpec, "pair": PairSpec,
           "model": ModelSpec, "logger": LoggerSpec, "speed": SpeedSpec, "pool": PoolSpec}
@@ -301,6 +301,10 @@ def validate(cfg: DictConfig) -> None:
         if r is None or not r.score or r.oracle:
             raise ConfigError(f"objective={obj!r} is not a label-free score; allowed: {', '.join(usable)} "
                               f"(or test/src_acc; test/tgt_acc reads target labels: hparams_search=dann_optuna_oracle)")
+    threads = c.get("threads", "auto")
+    if threads != "auto" and not (_is_int(threads) and threads >= 1):
+        raise ConfigError(f"threads={threads!r} is invalid: expected auto (chosen from the CPUs this run may use) "
+                          f"or an integer >= 1")
     sel = c.get("selection", "last")
     if LEGACY.get(sel, sel) not in RULES:
         raise ConfigError(f"selection={sel!r} is unknown; allowed: {', '.join(RULES)} (README \"Model selection\")")

@@ -10,7 +10,6 @@ queues the jobs, the locks only say which device a running job gets.
 
 from __future__ import annotations
 
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,18 +53,30 @@ def device_slot(lock_dir: Path, n_slots: int, poll_s: float = 0.2) -> Iterator[i
         time.sleep(poll_s)
 
 
+def _in_pool() -> bool:
+    """Whether this process is a job of a ``hydra/launcher=gpus`` (joblib) sweep."""
+    if not HydraConfig.initialized():
+        return False
+    hc = HydraConfig.get()
+    return hc.mode == RunMode.MULTIRUN and "Joblib" in str(hc.launcher.get("_target_", ""))
+
+
+def concurrent_jobs(cfg: DictConfig) -> int:
+    """How many runs the launcher places on this machine at once: the pool's size in a
+    ``hydra/launcher=gpus`` sweep, else 1 (the CPU threads are shared among them)."""
+    return pool_size(cfg.pool.per_gpu, cfg.pool.cpu_jobs) if _in_pool() else 1
+
+
 def in_device_slot(cfg: DictConfig, run: Callable[[DictConfig], Any]) -> Any:
     """``run(cfg)``; in a ``hydra/launcher=gpus`` sweep, inside a free device slot for the job's
-    whole life (its GPU, or its share of the CPU threads)."""
-    hc = HydraConfig.get()
-    if not (hc.mode == RunMode.MULTIRUN and "Joblib" in str(hc.launcher.get("_target_", ""))):
+    whole life (its GPU; on CPU the slot only bounds the jobs, their threads are chosen by
+    :func:`dann.run.threads.choose_threads`)."""
+    if not _in_pool():
         return run(cfg)
     n = pool_size(cfg.pool.per_gpu, cfg.pool.cpu_jobs)
-    with device_slot(Path(hc.sweep.dir) / ".slots", n) as slot:
+    with device_slot(Path(HydraConfig.get().sweep.dir) / ".slots", n) as slot:
         if torch.cuda.is_available():
             cfg.trainer.accelerator, cfg.trainer.devices = "gpu", [slot // int(cfg.pool.per_gpu)]
-        else:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // n))
         return run(cfg)
 
 

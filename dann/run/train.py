@@ -35,11 +35,12 @@ from dann.run.build import build_datamodule, build_method
 from dann.run.callbacks import LAST_CKPT, build_callbacks, signalled
 from dann.run.checkpoints import SafeCheckpointIO
 from dann.run.guard import USER_ERRORS, chance_flag, check_data_root, exit_cleanly, lock_run_dir, unlock_run_dir
-from dann.run.launch import in_device_slot, pool_size
+from dann.run.launch import concurrent_jobs, in_device_slot, pool_size
 from dann.run.resume import check_resume, check_weights
 from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv, wandb_summary
 from dann.run.quiet import quiet_libraries, single_device
 from dann.run.speed import apply_speed, speed_options
+from dann.run.threads import apply_threads
 from dann.selection import final_scores, read_evaluations, selected_model
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     register_custom_domains(cfg.get("domains"))
     validate(cfg)
     quiet_libraries(single_device(cfg.trainer))
+    threads = apply_threads(cfg.get("threads", "auto"), cfg.model.arch, concurrent_jobs(cfg))
     check_data_root(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,6 +127,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             selected = selected_model(evals, cfg.get("selection", "last"), int((cfg.get("probe") or {}).get("last_k", 5)))
         record = make_record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
                              resumed_from=ckpt_path, selected=selected, collapsed_at_step=collapse.collapsed_at_step,
+                             threads=threads,
                              **chance_flag(metrics, dm, cfg.optim.lr), **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)

@@ -77,11 +77,18 @@ def stop_load(ps: list[subprocess.Popen], timeout: float = 10.0) -> None:
 
 
 def time_loop(pair: str, steps: int, warmup: int, threads: str) -> dict[str, Any]:
-    """ms/step of DANN's training loop on ``pair`` (dann-bench's framework loop) with ``threads``."""
-    from dann.bench import _spawn
-
-    a = argparse.Namespace(steps=steps, warmup=warmup, synthetic=False, workers=0)
-    return _spawn("framework", pair, a, [f"threads={threads}", "probe.enabled=false"], label=f"threads={threads}")
+    """ms/step of DANN's training loop on ``pair`` with ``threads``: dann-bench's framework loop,
+    in a fresh process (``{"error": ...}`` when it fails)."""
+    print(f"[bench] {pair}: threads={threads} ...", file=sys.stderr, flush=True)
+    p = subprocess.run([sys.executable, "-m", "dann.bench", "--_worker", "framework", pair, str(steps), str(warmup),
+                        "0", "0", f"threads={threads}", "probe.enabled=false"], capture_output=True, text=True,
+                       env=dict(os.environ, WANDB_MODE="disabled"))
+    for line in p.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            r = json.loads(line[len("BENCH_JSON "):])
+            print(f"[bench] {pair}: threads={threads} {r['ms_per_step']:.1f} ms/step", file=sys.stderr, flush=True)
+            return r
+    return {"error": (p.stderr or p.stdout)[-800:]}
 
 
 def fair_share(ours: int, load_threads: int, cores: int) -> float:

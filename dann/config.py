@@ -21,13 +21,31 @@ from dann.data.domains import REGISTRY
 from dann.errors import ConfigError
 from dann.methods.base import DAMethod
 from dann.models import ARCHS
-from dann.run.speed import compile_mode
-from dann.selection.rules import LEGACY, RULES
+from dann.selection.rules import LEGACY, refresh_rules
+from dann.selection.validators import import_validators
 
 # conf/ sits beside the package in the repository (install with `pip install -e .`).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 __all__ = ["CONF_DIR", "ConfigError", "validate", "method_class", "method_options", "method_names"]
+
+
+#: the values ``speed.compile`` accepts besides false/true (``true`` means ``default``)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(compile: str | bool | None) -> str | None:
+    """Normalise a ``speed.compile`` value to a ``torch.compile`` mode, or None (off)."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return "default"
+    if isinstance(compile, str) and compile in COMPILE_MODES:
+        return compile
+    if isinstance(compile, str) and compile.lower() in ("false", "none", "off", "no"):
+        return None
+    raise ValueError(f"speed.compile={compile!r} is invalid; allowed: false, true (= default), "
+                     f"{', '.join(COMPILE_MODES)}")
 
 
 def method_names() -> list[str]:
@@ -127,6 +145,7 @@ class CheckpointSpec:
 class ProbeSpec:
     enabled: bool = True
     samples: int = 2000
+    src_test: Any = 2000
     last_k: int = 5
 
     def check(self) -> None:
@@ -134,6 +153,8 @@ class ProbeSpec:
         _require(isinstance(self.samples, int) and self.samples >= 10, "probe.samples", self.samples,
                  "an integer >= 10")
         _require(isinstance(self.last_k, int) and self.last_k >= 1, "probe.last_k", self.last_k, "an integer >= 1")
+        _require(self.src_test is None or (_is_int(self.src_test) and self.src_test >= 1), "probe.src_test",
+                 self.src_test, "null (every source test image) or an integer >= 1")
 
 
 def _require(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -239,7 +260,7 @@ class PoolSpec:
                      "an integer >= 1")
 
 
-TOP_LEVEL = ("seed", "output_dir", "deterministic", "threads", "objective", "domains", "selection", "probe", "resume", "data",
+TOP_LEVEL = ("seed", "output_dir", "deterministic", "threads", "validator_modules", "objective", "domains", "selection", "probe", "resume", "data",
              "pool", "checkpoint", "optim", "speed", "pair", "method", "model", "trainer", "logger")
 GROUPS = {"optim": OptimSpec, "data": DataSpec, "checkpoint": CheckpointSpec, "probe": ProbeSpec, "pair": PairSpec,
           "model": ModelSpec, "logger": LoggerSpec, "speed": SpeedSpec, "pool": PoolSpec}
@@ -256,6 +277,19 @@ def _trainer_keys() -> set[str]:
                                                                          "default_root_dir"}
 
 
+#: evaluations a run makes with ``trainer.val_check_interval=auto``, and the fewest steps between two
+EVALUATIONS_PER_RUN, MIN_EVAL_INTERVAL = 15, 50
+
+
+def evaluation_interval(value: Any, max_steps: int) -> Any:
+    """``trainer.val_check_interval`` as Lightning takes it: ``auto`` becomes ``max_steps / 15``
+    steps (rounded up, at least 50), so a run of any length draws a curve and gives the selection
+    rules checkpoints to choose from; the paper's 15,000-step runs keep one every 1,000."""
+    if value != "auto":
+        return value
+    return max(MIN_EVAL_INTERVAL, -(-int(max_steps) // EVALUATIONS_PER_RUN))
+
+
 def validate_trainer(t: Mapping[str, Any]) -> None:
     unknown = sorted(set(t) - _trainer_keys())
     if unknown:
@@ -264,8 +298,9 @@ def validate_trainer(t: Mapping[str, Any]) -> None:
     steps = t.get("max_steps")
     _require(_is_int(steps) and steps >= 1, "trainer.max_steps", steps, "an integer >= 1")
     vci = t.get("val_check_interval")
-    _require(vci is None or (_is_int(vci) and vci >= 1) or (isinstance(vci, float) and 0 < vci <= 1),
-             "trainer.val_check_interval", vci, "an integer >= 1 (steps) or a fraction in (0, 1]")
+    _require(vci is None or vci == "auto" or (_is_int(vci) and vci >= 1) or (isinstance(vci, float) and 0 < vci <= 1),
+             "trainer.val_check_interval", vci,
+             "auto (15 evaluations a run), an integer >= 1 (steps) or a fraction in (0, 1]")
     lg = t.get("log_every_n_steps", 50)
     _require(_is_int(lg) and lg >= 1, "trainer.log_every_n_steps", lg, "an integer >= 1")
 
@@ -294,11 +329,16 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.name={method.get('name')!r} is invalid: expected the method's name")
     method_class(method).validate_options(method_options(method))
     check_method_name(method)
+    try:  # validators of your own register before `selection` and `objective` are checked
+        import_validators(c.get("validator_modules") or [])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    rules = refresh_rules()
     obj = str(c.get("objective", ""))
     if obj.startswith("select/"):
-        r = RULES.get(obj.split("/", 1)[1])
-        usable = [f"select/{n}" for n, x in RULES.items() if x.score and not x.oracle]
-        if r is None or not r.score or r.oracle:
+        r = rules.get(obj.split("/", 1)[1])
+        usable = [f"select/{n}" for n, x in rules.items() if x.score and not x.oracle and not x.over_set]
+        if r is None or not r.score or r.oracle or r.over_set:
             raise ConfigError(f"objective={obj!r} is not a label-free score; allowed: {', '.join(usable)} "
                               f"(or test/src_acc; test/tgt_acc reads target labels: hparams_search=dann_optuna_oracle)")
     threads = c.get("threads", "auto")
@@ -306,8 +346,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"threads={threads!r} is invalid: expected auto (chosen from the CPUs this run may use) "
                           f"or an integer >= 1")
     sel = c.get("selection", "last")
-    if LEGACY.get(sel, sel) not in RULES:
-        raise ConfigError(f"selection={sel!r} is unknown; allowed: {', '.join(RULES)} (README \"Model selection\")")
+    if LEGACY.get(sel, sel) not in rules:
+        raise ConfigError(f"selection={sel!r} is unknown; allowed: {', '.join(rules)} (README \"Model selection\")")
     resume = c.get("resume")
     if resume not in (None, "auto") and not isinstance(resume, str):
         raise ConfigError(f"resume={resume!r} is invalid: expected null, 'auto' or a checkpoint path")

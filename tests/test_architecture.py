@@ -81,6 +81,35 @@ def test_dann_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+#: the floors of the house (../shared/DESIGN.md): an import goes to the same floor or down, never up
+FLOORS = [
+    (5, ("dann.run", "dann.bench", "dann.bench_contention", "dann.data.cli")),  # launcher, builder and CLIs
+    (4, ("dann.report", "dann.config")),                                        # tables, figures, the config
+    (3, ("dann.selection",)),                                                   # scores and rules
+    (2, ("dann.methods", "dann.data")),                                         # methods, data
+    (1, ("dann.models", "dann.records", "dann.errors", "dann.blas", "dann")),   # ground
+]
+
+
+def floor_of(module: str) -> int:
+    for level, prefixes in FLOORS:  # the most specific prefix first: dann.data.cli before dann.data
+        if any(module == p or module.startswith(p + ".") for p in prefixes if p != "dann") or module == "dann":
+            return level
+    raise AssertionError(f"{module} is on no floor: add it to FLOORS")
+
+
+def test_floor_of():
+    assert floor_of("dann.run.rescore") == 5 and floor_of("dann.data.cli") == 5 and floor_of("dann.data.real") == 2
+    assert floor_of("dann.report.study") == 4 and floor_of("dann.selection.scores") == 3
+
+
+def test_imports_go_down_the_floors_never_up():
+    """run -> report/config -> selection -> methods/data -> ground: the scores know no launcher and no tables."""
+    up = [f"{mod} (floor {floor_of(mod)}) imports {dep} (floor {floor_of(dep)})"
+          for mod, deps in import_graph().items() for dep in deps if floor_of(dep) > floor_of(mod)]
+    assert not up, "imports up the floors:\n  " + "\n  ".join(up)
+
+
 def test_the_parts_never_import_the_entry_point():
     graph = import_graph()
     for mod, deps in graph.items():

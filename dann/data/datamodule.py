@@ -196,7 +196,7 @@ class DomainPairDataModule(pl.LightningDataModule):
     def __init__(self, source: str, target: str, root: str | Path | None = None, batch_size: int = 64,
                  eval_batch_size: int = 1024, channels: int | None = None, image_size: int | None = None,
                  seed: int = 0, device: str | torch.device | None = None, fit: str = "resize",
-                 src_val: int = 0, split_seed: int = 0, mean_of: str = "pooled"):
+                 src_val: int = 0, split_seed: int = 0, mean_of: str = "pooled", val_src_samples: int | None = None):
         super().__init__()
         self.source, self.target = source, target
         self.root = root
@@ -211,6 +211,9 @@ class DomainPairDataModule(pl.LightningDataModule):
             raise ValueError(f"data.src_val={src_val!r}: give the number of source training samples to hold "
                              f"out for validation (an integer >= 0; 0 holds none out)")
         self.src_val_size, self.split_seed = src_val, split_seed
+        #: source test images the evaluations during training score (a fixed sample; None: all).
+        #: The source curve only shows that the labelled task is kept; the final test scores all.
+        self.val_src_samples = val_src_samples
         if mean_of not in MEANS:
             raise ValueError(f"data.mean_of={mean_of!r} is unknown; allowed: {', '.join(MEANS)} (pooled: both "
                              f"domains' training images, the default; source: the source's only)")
@@ -281,6 +284,10 @@ class DomainPairDataModule(pl.LightningDataModule):
         #: source validation split held out from source training (empty when data.src_val=0):
         #: the only labelled data a label-free model-selection rule may score on
         self.src_val = ds["src", "val"]
+        self.src_test_sample = self.src_test
+        if self.val_src_samples is not None and self.val_src_samples < len(self.src_test):
+            rows = self.src_test.sample(self.val_src_samples, self.split_seed)
+            self.src_test_sample = DeviceSplit(self.src_test.x[rows.to(dev)], self.src_test.y[rows.to(dev)], mean)
         self._on = dev
 
     def split(self, domain: str, split: str) -> DeviceSplit:
@@ -294,10 +301,14 @@ class DomainPairDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> PairBatches:
         return PairBatches(self)
 
-    def _eval(self) -> list[EvalBatches]:
+    def _eval(self, src: DeviceSplit) -> list[EvalBatches]:
         rank, world = self.rank_and_world()
-        return [EvalBatches(self.src_test, self.eval_batch_size, rank, world),
+        return [EvalBatches(src, self.eval_batch_size, rank, world),
                 EvalBatches(self.tgt_test, self.eval_batch_size, rank, world)]
 
-    val_dataloader = _eval
-    test_dataloader = _eval
+    def val_dataloader(self) -> list[EvalBatches]:
+        """The evaluations during training: all target test images, the source test sample."""
+        return self._eval(self.src_test_sample)
+
+    def test_dataloader(self) -> list[EvalBatches]:
+        return self._eval(self.src_test)

@@ -31,9 +31,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--merge", metavar="KEY", action="append", default=[],
                     help="average runs that differ in this config key (e.g. data.src_val) instead of splitting "
                          "the column; the note under the table says so. Repeatable")
-    ap.add_argument("--selection-study", action="store_true", help="compare every selection rule instead: "
-                    "target accuracy picked, regret against oracle, rank correlations (markdown; --out, --png)")
+    ap.add_argument("--selection-study", action="store_true", help="compare every selection rule instead: over "
+                    "all checkpoints of all runs of each method, weighted Spearman, top-1/top-5 target accuracy, "
+                    "regret against the oracle, worst pick (markdown; --out, --png: score against accuracy per rule)")
+    ap.add_argument("--choose-validator", metavar="PAIR", help="with --selection-study: choose the label-free rule "
+                    "with the lowest regret pooled over the methods on PAIR, to apply to another pair; written to "
+                    "--choice-out. Reading PAIR's target labels, the choice is an oracle on PAIR itself")
+    ap.add_argument("--choice-out", metavar="JSON", help="where --choose-validator writes its choice")
+    ap.add_argument("--validators", metavar="MODULE", action="append", default=[],
+                    help="import this module's @validator functions first (repeatable; dann-train's validator_modules)")
     a = ap.parse_args(argv)
+    if a.validators:
+        from dann.selection import import_validators
+
+        try:
+            import_validators(a.validators)
+        except ValueError as e:
+            ap.error(str(e))
+    if a.choose_validator and not (a.selection_study and a.choice_out):
+        ap.error("--choose-validator PAIR needs --selection-study and --choice-out FILE")
     if a.select:
         from dann.selection import rule_of
 
@@ -68,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dann-table: error: no readable run records in {src}{why}", file=sys.stderr)
         return 2
     if a.selection_study:
-        return selection_study(records, a.out, a.png)
+        return selection_study(records, a.out, a.png, a.choose_validator, a.choice_out)
     t = build_table(records, bad, a.metric, a.select, a.merge)
     t.unrecorded = unrecorded
     text = RENDER[a.format](t)
@@ -91,12 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def selection_study(records: list[dict[str, Any]], out: str | None, png: str | None) -> int:
-    """``--selection-study``: print (and write) the study of every rule over the runs' evaluations."""
-    from dann.selection import study
+def selection_study(records: list[dict[str, Any]], out: str | None, png: str | None, choose: str | None = None,
+                    choice_out: str | None = None) -> int:
+    """``--selection-study``: print (and write) the study of every rule over the runs' evaluations;
+    with ``choose``, write the validator chosen on that pair to ``choice_out``."""
+    import json
+
+    from dann.report import study
 
     s = study.build_study(records)
-    if not s.groups:
+    if not s.tasks:
         print("dann-table: error: no finished run has an evaluations.jsonl (train with probe.enabled=true, or "
               "`dann-select rescore RUN` on runs trained with checkpoint.keep_all=true)", file=sys.stderr)
         return 2
@@ -106,6 +126,15 @@ def selection_study(records: list[dict[str, Any]], out: str | None, png: str | N
         atomic_write_text(Path(out), text)
     if png:
         print(f"dann-table: selection study chart written to {study.save_png(s, png)}", file=sys.stderr)
+    if choose:
+        try:
+            choice = study.choose_validator(s, choose)
+        except ValueError as e:
+            print(f"dann-table: error: --choose-validator: {e}", file=sys.stderr)
+            return 2
+        atomic_write_text(Path(choice_out), json.dumps(choice, indent=2) + "\n")
+        print(f"dann-table: validator chosen on {choose}: {choice['validator']} -> {choice_out} (label-free on "
+              f"any other pair; an oracle on {choose})", file=sys.stderr)
     return 0
 
 

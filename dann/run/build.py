@@ -28,7 +28,7 @@ def build_datamodule(cfg: DictConfig) -> DomainPairDataModule:
         source=p.source, target=p.target, root=cfg.data.root, batch_size=cfg.data.batch_size // 2,
         eval_batch_size=cfg.data.eval_batch_size, channels=p.get("channels"), image_size=p.get("image_size"),
         seed=cfg.seed, fit=p.get("fit", "resize"), src_val=cfg.data.get("src_val", 0),
-        mean_of=cfg.data.get("mean_of", "pooled"),
+        mean_of=cfg.data.get("mean_of", "pooled"), val_src_samples=(cfg.get("probe") or {}).get("src_test"),
     )
 
 
@@ -66,6 +66,11 @@ def load_run(run_dir: Path, root: Path | None = None, rec: dict[str, Any] | None
     already read with :func:`run_record`."""
     rec = rec if rec is not None else run_record(run_dir)
     ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"
+    state = load_checkpoint(ckpt)  # refuses a file that would run code; read before any data loads
+    if rec.get("steps") is not None and state.get("global_step") != rec["steps"]:
+        raise ValueError(f"{ckpt} holds the weights of step {state.get('global_step')}, but the record "
+                         f"(results.json) reports step {rec['steps']}: its accuracies are not this network's; "
+                         f"retrain the run, or use a run whose final checkpoint was kept")
     cfg = OmegaConf.create(rec["config"])
     if root is not None:
         cfg.data.root = str(root)
@@ -73,7 +78,7 @@ def load_run(run_dir: Path, root: Path | None = None, rec: dict[str, Any] | None
     dm = build_datamodule(cfg)
     dm.setup("test")
     model = build_method(cfg, dm.input_shape, dm.num_classes)
-    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])  # refuses a file that would run code
+    model.load_state_dict(state["state_dict"])
     model.eval()
     return rec, dm, model
 

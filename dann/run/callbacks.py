@@ -139,6 +139,20 @@ class EvaluateAtEnd(pl.Callback):
             trainer.should_stop = True
 
 
+class StepCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` (and, with ``checkpoint.keep_all``, ``step=NNNNNN.ckpt``) every
+    ``every_n_train_steps`` steps **and at the final step**: Lightning's callback saves only at
+    multiples of the interval, so a 1,500-step run with checkpoints every 1,000 steps would
+    leave the step-1,000 weights beside a record of step 1,500."""
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step != self._last_global_step_saved:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        super().on_train_end(trainer, pl_module)
+
+
 class RNGState(pl.Callback):
     """Save the global RNG states in each checkpoint and restore them when training resumes,
     so dropout masks after a resume are those of an uninterrupted run."""
@@ -281,7 +295,7 @@ def build_callbacks(cfg, out: Path, ckpt_dir: Path, num_classes: int) -> tuple[l
         RNGState(),
         SaveConfig(OmegaConf.to_container(cfg, resolve=True)),  # a resume compares it with its own
         # last.ckpt always; with checkpoint.keep_all also step=NNNNNN.ckpt for every checkpointed step
-        ModelCheckpoint(dirpath=ckpt_dir, filename="step={step:06d}", auto_insert_metric_name=False,
+        StepCheckpoint(dirpath=ckpt_dir, filename="step={step:06d}", auto_insert_metric_name=False,
                         every_n_train_steps=every, save_top_k=-1 if cfg.checkpoint.get("keep_all") else 0,
                         save_last=True, enable_version_counter=False),
     ]

@@ -39,9 +39,10 @@ log = logging.getLogger(__name__)
 #: the run is logged and checkpointed, where it runs, which rule the record reports. None of
 #: them changes the weights the run computes.
 MAY_CHANGE: tuple[str, ...] = (
-    "output_dir", "resume", "objective", "selection", "logger", "checkpoint", "pool", "speed", "threads",
+    "output_dir", "resume", "objective", "selection", "logger", "checkpoint", "pool", "speed", "threads", "validator_modules",
     "data.root", "data.eval_batch_size", "deterministic", "trainer.deterministic", "trainer.accelerator",
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+    "trainer.val_check_interval",
 )
 #: What ``resume=PATH`` (another run's checkpoint) may change besides: the method.
 MAY_CHANGE_FROM_ANOTHER_RUN: tuple[str, ...] = ("method",)

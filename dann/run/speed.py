@@ -33,23 +33,9 @@ from typing import Any
 import torch
 from torch import nn
 
-#: the values ``speed.compile`` accepts besides false/true (``true`` means ``default``)
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from dann.config import COMPILE_MODES, compile_mode  # noqa: F401 (the config validates speed.compile with it)
+
 NETS = ("features", "classifier", "discriminator")
-
-
-def compile_mode(compile: str | bool | None) -> str | None:
-    """Normalise a ``speed.compile`` value to a ``torch.compile`` mode, or None (off)."""
-    if compile is None or compile is False:
-        return None
-    if compile is True:
-        return "default"
-    if isinstance(compile, str) and compile in COMPILE_MODES:
-        return compile
-    if isinstance(compile, str) and compile.lower() in ("false", "none", "off", "no"):
-        return None
-    raise ValueError(f"speed.compile={compile!r} is invalid; allowed: false, true (= default), "
-                     f"{', '.join(COMPILE_MODES)}")
 
 
 @functools.lru_cache(maxsize=None)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from dann.config import CONF_DIR, validate
+from dann.config import CONF_DIR, evaluation_interval, validate
 from dann.data.custom import register_custom_domains
 from dann.errors import CheckpointError, ResumeError
 from dann.records import git_commit, write_record
@@ -41,7 +41,7 @@ from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_c
 from dann.run.quiet import quiet_libraries, single_device
 from dann.run.speed import apply_speed, speed_options
 from dann.run.threads import apply_threads
-from dann.selection import final_scores, read_evaluations, selected_model
+from dann.selection import final_scores, read_evaluations, selected_model, with_ensv
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     commit = git_commit()  # of the code the run starts with (the tree may move on during a long run)
     register_custom_domains(cfg.get("domains"))
     validate(cfg)
+    # the interval itself, in the record and in the checkpoints' config, not "auto"
+    cfg.trainer.val_check_interval = evaluation_interval(cfg.trainer.val_check_interval, cfg.trainer.max_steps)
     quiet_libraries(single_device(cfg.trainer))
     threads = apply_threads(cfg.get("threads", "auto"), cfg.model.arch, concurrent_jobs(cfg))
     check_data_root(cfg)
@@ -122,7 +124,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         selected = None
         if trainer.is_global_zero:
             metrics.update(pad_score(model, dm))
-            evals = read_evaluations(out)
+            evals = with_ensv(out, read_evaluations(out))
             metrics.update(final_scores(evals))
             selected = selected_model(evals, cfg.get("selection", "last"), int((cfg.get("probe") or {}).get("last_k", 5)))
         record = make_record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dann.selection.evaluations import ENSV
 from dann.selection.validators import VALIDATORS
 
 log = logging.getLogger(__name__)
@@ -38,15 +39,27 @@ class Rule:
     score: str | None = None         # the key of the evaluation it maximises / minimises
     higher_is_better: bool = True
     oracle: bool = False             # reads target test labels
+    over_set: bool = False           # its score depends on the other candidates (EnsV): not a run's own objective
 
 
 def _rules() -> dict[str, Rule]:
     fixed = [Rule("last", "the final evaluation (the weights at the end of training)"),
              Rule("last_k", "mean target accuracy of the last k evaluations (averages, does not choose)")]
     scored = [Rule(v.rule, v.doc, v.score, v.higher_is_better) for v in VALIDATORS.values() if v.rule]
+    ensemble = [Rule(ENSV, "highest agreement with the mean target prediction of the candidates (Hu et al. 2024): "
+                           "within a run, its own checkpoints", ENSV, over_set=True)]
     oracle = [Rule("oracle", "best target TEST accuracy: reads target labels, not unsupervised DA", "tgt_acc",
                    oracle=True)]
-    return {r.name: r for r in fixed + scored + oracle}
+    return {r.name: r for r in fixed + scored + ensemble + oracle}
+
+
+def refresh_rules() -> dict[str, Rule]:
+    """:data:`RULES` with every validator registered so far (e.g. by a module named in
+    ``validator_modules``), in registration order."""
+    fresh = _rules()
+    RULES.clear()
+    RULES.update(fresh)
+    return RULES
 
 
 #: every rule by name (validators registered after import are added by :func:`rule_of`)
@@ -57,7 +70,7 @@ LEGACY = {"last_step": "last"}  # the name older records use for `last`
 def rule_of(name: str) -> Rule:
     name = LEGACY.get(name, name)
     if name not in RULES:
-        RULES.update(_rules())
+        refresh_rules()
     if name not in RULES:
         raise ValueError(f"unknown selection rule {name!r}; choose one of: {', '.join(RULES)}")
     return RULES[name]
@@ -88,8 +101,14 @@ def select(evals: Sequence[dict[str, Any]], rule: str, k: int = 5) -> Pick:
         if v >= best_v:
             best, best_v = e, v
     if best is None:
-        raise ValueError(f"rule {r.name!r} needs the score {r.score!r}, which no evaluation has "
-                         f"(source-validation scores need data.src_val > 0)")
+        if not any(r.score in e for e in evals):  # evaluated before this validator existed
+            raise ValueError(f"rule {r.name!r} needs the score {r.score!r}, which these evaluations predate: "
+                             f"`dann-select rescore RUN_DIR` computes it from the kept checkpoints "
+                             f"(runs trained with checkpoint.keep_all=true)")
+        v = VALIDATORS.get(r.score)
+        why = ("source-validation scores need data.src_val > 0" if v is not None and v.needs_src_val
+               else "it was NaN at every evaluation")
+        raise ValueError(f"rule {r.name!r} needs the score {r.score!r}, which no evaluation has ({why})")
     return Pick(r.name, float(best["tgt_acc"]), int(best["step"]), r.oracle)
 
 
@@ -101,7 +120,7 @@ def final_scores(evals: Sequence[dict[str, Any]]) -> dict[str, float]:
     e = evals[-1]
     out = {}
     for r in RULES.values():
-        if r.score and not r.oracle and e.get(r.score) is not None and math.isfinite(e[r.score]):
+        if r.score and not r.oracle and not r.over_set and e.get(r.score) is not None and math.isfinite(e[r.score]):
             out[f"select/{r.name}"] = oriented(r, float(e[r.score]))
     return out
 

@@ -6,7 +6,10 @@ split, a source training sample) and writes the values to ``evaluations.jsonl`` 
 validator's ``score`` key. Each validator with a ``rule`` name is also a model-selection
 rule (``selection=NAME``, ``dann-table --select NAME``): the evaluation with the best score.
 
-To add one, write a function in this file (or any module imported before the run)::
+To add one, write a function in a module of your own and name the module in the config's
+``validator_modules`` list (``dann-table``/``dann-select``: ``--validators MODULE``)::
+
+    from dann.selection import Views, validator
 
     @validator("my_rule", higher_is_better=True, doc="what it prefers (its paper)")
     def my_rule(v: Views) -> float:
@@ -15,6 +18,7 @@ To add one, write a function in this file (or any module imported before the run
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from functools import cached_property
@@ -24,9 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dann.blas import one_blas_thread
+from dann.selection.scores import (MIXVAL_LAMBDA, SND_TEMPERATURE, bnm_score, class_ami, density_ratio,  # noqa: F401
+                                   dev_risk, devn_score, entropy_score, im_score, iwcv_score, mano_score, mix_pairs,
+                                   mixval_score, reverse_validation, snd_score)
 
-SND_TEMPERATURE = 0.05
+log = logging.getLogger(__name__)
+
+#: intra-class and inter-class pairs MixVal mixes, each
+MIXVAL_PAIRS = 500
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,24 @@ def validator(rule: str | None, *, score: str | None = None, higher_is_better: b
     return wrap
 
 
+def import_validators(modules) -> list[str]:
+    """Import each module (a dotted name, as ``validator_modules`` lists them) so that its
+    ``@validator`` functions register; returns the score keys they added. A module that cannot
+    be imported is a ``ValueError`` naming it."""
+    import importlib
+
+    before = set(VALIDATORS)
+    for m in modules or ():
+        if not isinstance(m, str) or not m:
+            raise ValueError(f"validator_modules: {m!r} is not a module name (a dotted name such as mylab.validators)")
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            raise ValueError(f"validator_modules: cannot import {m!r} ({e}); put its folder on PYTHONPATH or install "
+                             f"it") from None
+    return [k for k in VALIDATORS if k not in before]
+
+
 # -- what a validator may look at --------------------------------------------------------------
 @torch.no_grad()
 def forward(model, split, idx: torch.Tensor | None = None, batch: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,9 +101,12 @@ class Views:
         self.model, self.dm, self.samples, self.seed = model, dm, samples, seed
 
     @cached_property
+    def _tgt_rows(self) -> torch.Tensor:
+        return self.dm.split("tgt", "train").sample(self.samples, self.seed)
+
+    @cached_property
     def _tgt(self) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.dm.split("tgt", "train")
-        return forward(self.model, t, t.sample(self.samples, self.seed))
+        return forward(self.model, self.dm.split("tgt", "train"), self._tgt_rows)
 
     @property
     def tgt_features(self) -> torch.Tensor:
@@ -92,9 +122,10 @@ class Views:
 
     @cached_property
     def src_features(self) -> torch.Tensor:
-        """Features of a source *training* sample."""
+        """Features of a source *training* sample, half the target sample's size: the source side
+        of DEV's domain classifier (``density_ratio`` corrects for the unequal sizes)."""
         s = self.dm.split("src", "train")
-        return forward(self.model, s, s.sample(self.samples, self.seed + 1))[0]
+        return forward(self.model, s, s.sample(max(self.samples // 2, 1), self.seed + 1))[0]
 
     @cached_property
     def has_src_val(self) -> bool:
@@ -123,69 +154,28 @@ class Views:
     def val_losses(self) -> np.ndarray:
         return F.cross_entropy(self.val_logits, self.val_labels, reduction="none").numpy()
 
+    @cached_property
+    def val_weights(self) -> np.ndarray:
+        """Density ratios ``p_t / p_s`` at the source validation samples (DEV, DEVN and IWCV share them)."""
+        return density_ratio(self.src_features.numpy(), self.tgt_features.numpy(), self.val_features.numpy(),
+                             self.seed)
 
-# -- helpers ------------------------------------------------------------------------------------
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    return -(p * p.clamp_min(1e-12).log()).sum(-1)
-
-
-def _standardised(*xs: np.ndarray) -> list[np.ndarray]:
-    """z-score with the statistics of all of ``xs`` together (features of different scales)."""
-    allx = np.concatenate(xs)
-    mu, sd = allx.mean(0), allx.std(0) + 1e-6
-    return [(x - mu) / sd for x in xs]
-
-
-@one_blas_thread
-def density_ratio(f_src: np.ndarray, f_tgt: np.ndarray, f_eval: np.ndarray, seed: int = 0) -> np.ndarray:
-    """``w(x) = p_t(x) / p_s(x)`` at ``f_eval``, from a logistic domain classifier (You et al. 2019)."""
-    from sklearn.linear_model import LogisticRegression
-
-    fs, ft, fe = _standardised(f_src, f_tgt, f_eval)
-    clf = LogisticRegression(max_iter=1000, C=1.0, random_state=seed).fit(
-        np.concatenate([fs, ft]), np.r_[np.zeros(len(fs)), np.ones(len(ft))])
-    p_t = clf.predict_proba(fe)[:, 1].clip(1e-6, 1 - 1e-6)
-    return (len(fs) / len(ft)) * p_t / (1 - p_t)
-
-
-def dev_risk(val_losses: np.ndarray, weights: np.ndarray) -> float:
-    """Deep Embedded Validation risk: importance-weighted loss with its control variate."""
-    wl = weights * val_losses
-    var = weights.var(ddof=1) if len(weights) > 1 else 0.0
-    eta = -np.cov(wl, weights, ddof=1)[0, 1] / var if var > 0 else 0.0
-    return float(wl.mean() + eta * weights.mean() - eta)
-
-
-@one_blas_thread
-def reverse_validation(f_tgt: np.ndarray, pseudo: np.ndarray, f_src_val: np.ndarray, y_src_val: np.ndarray,
-                       seed: int = 0) -> float:
-    """Accuracy on the source validation split of a classifier trained on pseudo-labelled target."""
-    from sklearn.linear_model import LogisticRegression
-
-    classes = np.unique(pseudo)
-    if len(classes) < 2:  # the model predicts one class everywhere: so does the reverse classifier
-        return float((y_src_val == classes[0]).mean())
-    ft, fv = _standardised(f_tgt, f_src_val)
-    clf = LogisticRegression(max_iter=500, C=1.0, random_state=seed).fit(ft, pseudo)
-    return float((clf.predict(fv) == y_src_val).mean())
-
-
-def entropy_score(probs: torch.Tensor) -> float:
-    """Mean entropy of the predictions (nats); lower = more confident."""
-    return float(_entropy(probs).mean())
-
-
-def im_score(probs: torch.Tensor) -> float:
-    """Information maximisation: entropy of the mean prediction minus mean entropy (higher is better)."""
-    return float(_entropy(probs.mean(0)) - _entropy(probs).mean())
-
-
-def snd_score(probs: torch.Tensor, temperature: float = SND_TEMPERATURE) -> float:
-    """Soft neighbourhood density (Saito et al. 2021): higher means denser target clusters."""
-    z = F.normalize(probs.float(), dim=1)
-    sim = z @ z.T
-    sim.fill_diagonal_(-float("inf"))
-    return float(_entropy(torch.softmax(sim / temperature, dim=1)).mean())
+    @cached_property
+    def mixed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """MixVal's probe: ``(predictions on the mixed images, pseudo-label of the larger part, intra?)``
+        for intra- and inter-class pairs of the target sample."""
+        t = self.dm.split("tgt", "train")
+        pred = self.tgt_logits.argmax(1)
+        a, b, same = mix_pairs(pred, MIXVAL_PAIRS, self.seed)
+        rows = self._tgt_rows.to(t.y.device)
+        dev = next(self.model.parameters()).device
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(a), 1024):
+                xa, xb = t.inputs(rows[a[i:i + 1024]]), t.inputs(rows[b[i:i + 1024]])
+                x = (MIXVAL_LAMBDA * xa + (1 - MIXVAL_LAMBDA) * xb).to(dev)
+                out.append(self.model.classifier(self.model.features(x)).argmax(1).cpu())
+        return (torch.cat(out) if out else torch.zeros(0, dtype=torch.long)), pred[a], same
 
 
 # -- the validators (registration order = the order of RULES and of the study) ------------------
@@ -210,8 +200,7 @@ def rv(v: Views) -> float:
 @validator("dev", higher_is_better=False, doc="lowest Deep Embedded Validation risk (You et al. 2019)",
            needs_src_val=True)
 def dev(v: Views) -> float:
-    w = density_ratio(v.src_features.numpy(), v.tgt_features.numpy(), v.val_features.numpy(), v.seed)
-    return dev_risk(v.val_losses, w)
+    return dev_risk(v.val_losses, v.val_weights)
 
 
 @validator("entropy", higher_is_better=False, doc="lowest mean entropy of target predictions")
@@ -229,6 +218,38 @@ def snd(v: Views) -> float:
     return snd_score(v.tgt_probs)
 
 
+@validator("bnm", doc="highest batch nuclear norm of target predictions (Cui et al. 2020)")
+def bnm(v: Views) -> float:
+    return bnm_score(v.tgt_probs)
+
+
+@validator("class_ami", doc="highest AMI between k-means clusters of target features and predictions "
+                            "(Musgrave et al. 2022)")
+def class_ami_(v: Views) -> float:
+    return class_ami(v.tgt_features.numpy(), v.tgt_logits.argmax(1).numpy(), v.tgt_logits.shape[1], v.seed)
+
+
+@validator("mixval", doc="highest accuracy on mixed target pairs against their pseudo-labels (Hu et al. 2023)")
+def mixval(v: Views) -> float:
+    return mixval_score(*v.mixed)
+
+
+@validator("iwcv", doc="lowest importance-weighted source-validation loss (Sugiyama et al. 2007)",
+           needs_src_val=True)
+def iwcv(v: Views) -> float:
+    return iwcv_score(v.val_losses, v.val_weights)
+
+
+@validator("devn", doc="lowest DEV risk with max-normalised weights (Musgrave et al. 2022)", needs_src_val=True)
+def devn(v: Views) -> float:
+    return devn_score(v.val_losses, v.val_weights)
+
+
+@validator("mano", doc="highest MaNo, the normalised p-norm of the target logits (Xie et al. 2024)")
+def mano(v: Views) -> float:
+    return mano_score(v.tgt_logits)
+
+
 # -- scoring a model --------------------------------------------------------------------------------
 def accuracy(model, split) -> float:
     """Top-1 accuracy of ``model`` (a :class:`dann.methods.DAMethod`) on a whole split (NaN if empty)."""
@@ -240,11 +261,20 @@ def accuracy(model, split) -> float:
 
 def evaluate(model, dm, samples: int = 2000, seed: int = 0, accuracies: dict[str, float] | None = None
              ) -> dict[str, float]:
-    """Target/source test accuracy and every validator's score for ``model`` on ``dm``.
+    """Target/source test accuracy and every validator's score for ``model`` on ``dm``
+    (:func:`evaluate_views` without the views)."""
+    return evaluate_views(model, dm, samples, seed, accuracies)[0]
+
+
+def evaluate_views(model, dm, samples: int = 2000, seed: int = 0, accuracies: dict[str, float] | None = None
+                   ) -> tuple[dict[str, float], Views]:
+    """Target/source test accuracy and every validator's score for ``model`` on ``dm``, and the
+    :class:`Views` they were computed from (one forward pass of each sample, shared).
 
     ``accuracies`` may carry ``tgt_acc`` / ``src_acc`` already measured on the test sets (the
     validation loop's); those missing are computed here. Validators that need the source
-    validation split are NaN when the run holds none out (``data.src_val=0``).
+    validation split are NaN when the run holds none out (``data.src_val=0``); one that fails on
+    this model (e.g. k-means on constant features) is NaN with a warning, and training goes on.
     """
     was = model.training
     model.eval()
@@ -254,7 +284,14 @@ def evaluate(model, dm, samples: int = 2000, seed: int = 0, accuracies: dict[str
         out.setdefault("src_acc", accuracy(model, dm.split("src", "test")))
         views = Views(model, dm, samples, seed)
         for key, val in VALIDATORS.items():
-            out[key] = math.nan if val.needs_src_val and not views.has_src_val else float(val.fn(views))
-        return out
+            if val.needs_src_val and not views.has_src_val:
+                out[key] = math.nan
+                continue
+            try:
+                out[key] = float(val.fn(views))
+            except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError) as e:
+                log.warning("validator %s failed on this model (%s: %s); its score is NaN", key, type(e).__name__, e)
+                out[key] = math.nan
+        return out, views
     finally:
         model.train(was)

@@ -1,0 +1,79 @@
+"""A run folder's checkpoint is the record's model (issue: last.ckpt was an earlier step's)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import make_cfg
+from dann.run.checkpoints import load_checkpoint
+from dann.run.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "evaluate.py"), *args], capture_output=True,
+                          text=True)
+
+
+@pytest.fixture(scope="module")
+def run_30(tmp_path_factory):
+    """30 steps with a checkpoint every 20: the last step is not a checkpoint step."""
+    out = tmp_path_factory.mktemp("run") / "r"
+    rec = train(make_cfg(out, "pair=moons", "method=dann", "trainer.max_steps=30", "trainer.val_check_interval=10",
+                         "checkpoint.every_n_steps=20", "checkpoint.keep_all=true"))
+    return out, rec
+
+
+def test_the_final_weights_are_in_the_run_folder_whatever_the_interval(run_30):
+    out, rec = run_30
+    assert rec["steps"] == 30
+    assert load_checkpoint(out / "checkpoints" / "last.ckpt")["global_step"] == 30
+    # kept checkpoints end at the final step too, so a rescore sees the model the record reports
+    assert sorted(p.name for p in (out / "checkpoints").glob("step=*.ckpt")) == ["step=000020.ckpt",
+                                                                                 "step=000030.ckpt"]
+
+
+def test_evaluate_reproduces_the_recorded_target_accuracy_exactly(run_30):
+    out, rec = run_30
+    p = _evaluate(str(out), "--domain", "moons_rot35")
+    assert p.returncode == 0, p.stderr
+    row = p.stdout.strip().splitlines()[-1]
+    recorded, measured = row.split("|")[5].strip(), row.split("|")[6].split("(")[0].strip()
+    assert recorded == measured == f"{rec['metrics']['test/tgt_acc']:.4f}"
+
+
+def test_a_checkpoint_of_another_step_than_the_record_is_refused(run_30, tmp_path):
+    out, _ = run_30
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.copy(copy / "checkpoints" / "step=000020.ckpt", copy / "checkpoints" / "last.ckpt")
+    p = _evaluate(str(copy), "--domain", "moons_rot35")
+    assert p.returncode == 2
+    assert "step 20" in p.stderr and "step 30" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("steps, interval, evals", [(15000, 1000, 15), (1500, 100, 15), (2000, 134, 15),
+                                                    (300, 50, 6), (40, 50, 1)])
+def test_the_default_evaluation_interval_follows_the_run_length(steps, interval, evals):
+    from dann.config import evaluation_interval
+
+    assert evaluation_interval("auto", steps) == interval
+    assert len(range(interval, steps + 1, interval)) + (steps % interval != 0) == evals
+    assert evaluation_interval(700, steps) == 700
+
+
+def test_a_short_image_run_gets_a_curve_by_default(tmp_path):
+    """The tutorial's length on an image-sized net gets evaluations to draw and choose from."""
+    out = tmp_path / "r"
+    cfg = make_cfg(out, "pair=moons", "trainer.max_steps=300", "trainer.val_check_interval=auto")
+    rec = train(cfg)
+    rows = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
+    assert rec["config"]["trainer"]["val_check_interval"] == 50

@@ -21,7 +21,7 @@ from dann.data.domains import REGISTRY
 from dann.errors import ConfigError
 from dann.methods.base import DAMethod
 from dann.models import ARCHS
-from dann.selection.rules import LEGACY, refresh_rules
+from dann.selection.rules import LEGACY, check_objective, refresh_rules
 from dann.selection.validators import import_validators
 
 # conf/ sits beside the package in the repository (install with `pip install -e .`).
@@ -334,13 +334,7 @@ def validate(cfg: DictConfig) -> None:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     rules = refresh_rules()
-    obj = str(c.get("objective", ""))
-    if obj.startswith("select/"):
-        r = rules.get(obj.split("/", 1)[1])
-        usable = [f"select/{n}" for n, x in rules.items() if x.score and not x.oracle and not x.over_set]
-        if r is None or not r.score or r.oracle or r.over_set:
-            raise ConfigError(f"objective={obj!r} is not a label-free score; allowed: {', '.join(usable)} "
-                              f"(or test/src_acc; test/tgt_acc reads target labels: hparams_search=dann_optuna_oracle)")
+    check_objective(c.get("objective", "test/src_acc"), rules)
     threads = c.get("threads", "auto")
     if threads != "auto" and not (_is_int(threads) and threads >= 1):
         raise ConfigError(f"threads={threads!r} is invalid: expected auto (chosen from the CPUs this run may use) "

@@ -3,8 +3,9 @@
 ``L = CE(G_y(G_f(x_s)), y_s) + BCE(G_d(R_lambda(G_f(x))), d)``, ``x`` = source and target,
 
 where ``R_lambda`` is the gradient-reversal layer. The domain classifier ``G_d`` learns
-at full strength; ``lambda_p`` (annealed from 0 to 1) scales only the reversed gradient
-that reaches the feature extractor. Target labels are never read.
+at full strength; ``lambda = trade_off * lambda_p`` (``lambda_p`` annealed from 0 to 1; the
+paper's ``trade_off`` is 1) scales only the reversed gradient that reaches the feature
+extractor. Target labels are never read.
 """
 
 from __future__ import annotations
@@ -22,20 +23,22 @@ from dann.methods.schedules import adaptation_factor
 
 class DANN(DAMethod):
     """Args (beyond :class:`DAMethod`'s): ``gamma``, the constant of the adaptation factor
-    ``lambda_p = 2 / (1 + exp(-gamma p)) - 1`` (the paper: 10)."""
+    ``lambda_p = 2 / (1 + exp(-gamma p)) - 1`` (the paper: 10); ``trade_off``, its ceiling (1)."""
 
-    def __init__(self, *args: Any, gamma: float = 10.0, **kwargs: Any):
+    def __init__(self, *args: Any, gamma: float = 10.0, trade_off: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.discriminator = self._nets.discriminator
 
     @classmethod
-    def check_options(cls, gamma: float, **_: Any) -> None:
+    def check_options(cls, gamma: float, trade_off: float = 1.0, **_: Any) -> None:
         if gamma < 0:
             raise ConfigError(f"method.gamma={gamma!r} is invalid: expected a value >= 0 (the paper: 10)")
+        if trade_off < 0:
+            raise ConfigError(f"method.trade_off={trade_off!r} is invalid: expected a value >= 0 (the paper: 1)")
 
     @property
     def lambda_p(self) -> float:
-        return adaptation_factor(self.p, self.hparams.gamma)
+        return self.hparams.get("trade_off", 1.0) * adaptation_factor(self.p, self.hparams.gamma)
 
     def losses(self, batch):
         xs, xt = batch["src_x"], batch["tgt_x"]

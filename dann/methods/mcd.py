@@ -2,12 +2,12 @@
 of its method section), three updates per batch:
 
 * A: ``min_{G, F1, F2}  CE(F1(G(x_s)), y_s) + CE(F2(G(x_s)), y_s)``;
-* B: ``min_{F1, F2}  CE(F1(G(x_s)), y_s) + CE(F2(G(x_s)), y_s) - d(F1(G(x_t)), F2(G(x_t)))``;
-* C: ``min_G  d(F1(G(x_t)), F2(G(x_t)))``, repeated ``n`` times (``num_k``; the paper's
+* B: ``min_{F1, F2}  CE(F1(G(x_s)), y_s) + CE(F2(G(x_s)), y_s) - w d(F1(G(x_t)), F2(G(x_t)))``;
+* C: ``min_G  w d(F1(G(x_t)), F2(G(x_t)))``, repeated ``n`` times (``num_k``; the paper's
   digits setting: 4),
 
 with the discrepancy ``d(p1, p2) = mean_x (1/K) sum_k |p1_k(x) - p2_k(x)|`` between
-the two classifiers' class probabilities. Each step recomputes its forward pass with the
+the two classifiers' class probabilities and its weight ``w`` (``trade_off``; the paper: 1). Each step recomputes its forward pass with the
 parameters the previous one left. ``F1`` is the pair's label predictor (it is the one evaluated
 and scored); ``F2`` a second one of the same architecture, initialised independently.
 
@@ -40,17 +40,21 @@ class MCD(DAMethod):
         num_k: ``n``, the generator updates (step C) per batch.
         optimizer: ``sgd`` (the shared schedule) or ``adam`` (the paper's: constant ``adam_lr``).
         adam_lr, adam_weight_decay: Adam's settings (the authors' code: 2e-4, 5e-4).
+        trade_off: ``w``, the discrepancy's weight in steps B and C (the paper: 1).
     """
 
     automatic_optimization = False
 
     def __init__(self, *args: Any, num_k: int = 4, optimizer: str = "sgd", adam_lr: float = 2e-4,
-                 adam_weight_decay: float = 5e-4, **kwargs: Any):
+                 adam_weight_decay: float = 5e-4, trade_off: float = 1.0, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.classifier2 = self._nets.new_classifier(self.num_classes)
 
     @classmethod
-    def check_options(cls, num_k: int, optimizer: str, adam_lr: float, adam_weight_decay: float, **_: Any) -> None:
+    def check_options(cls, num_k: int, optimizer: str, adam_lr: float, adam_weight_decay: float,
+                      trade_off: float = 1.0, **_: Any) -> None:
+        if trade_off < 0:
+            raise ConfigError(f"method.trade_off={trade_off!r} is invalid: expected a value >= 0 (the paper: 1)")
         if num_k < 1:
             raise ConfigError(f"method.num_k={num_k!r} is invalid: expected an integer >= 1 (the paper: 4 for digits)")
         check_choice("method.optimizer", optimizer, OPTIMIZERS)
@@ -77,7 +81,8 @@ class MCD(DAMethod):
         return F.cross_entropy(self.classifier(f_s), y_s) + F.cross_entropy(self.classifier2(f_s), y_s)
 
     def target_discrepancy(self, f_t: torch.Tensor) -> torch.Tensor:
-        return discrepancy(self.classifier(f_t), self.classifier2(f_t))
+        """``w d``: the weighted discrepancy of the two classifiers on target features."""
+        return self.hparams.get("trade_off", 1.0) * discrepancy(self.classifier(f_t), self.classifier2(f_t))
 
     def losses(self, batch):
         xs, xt, ys = batch["src_x"], batch["tgt_x"], batch["src_y"]

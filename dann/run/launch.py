@@ -10,6 +10,7 @@ queues the jobs, the locks only say which device a running job gets.
 
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -93,8 +94,23 @@ def summary_markdown(records: list[dict[str, Any]], bad: list) -> str:
 
 
 class SweepSummary(Callback):
-    """Print the sweep's runs as a table; write ``summary.md`` and, when the runs drew
-    2-D decision boundaries, ``decision_boundaries.png`` with the runs side by side."""
+    """Before the first job, check a search's objective and space; at the end, print the sweep's
+    runs as a table, write ``summary.md`` and, when the runs drew 2-D decision boundaries,
+    ``decision_boundaries.png`` with the runs side by side."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import sys
+
+        from dann.errors import ConfigError
+        from dann.run.search import check_search
+
+        try:
+            check_search(config)
+        except ConfigError as e:  # nothing has run: stop the whole sweep with one line
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"dann-train: error: {e}", file=sys.stderr)
+            sys.exit(2)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

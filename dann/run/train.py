@@ -39,6 +39,7 @@ from dann.run.launch import concurrent_jobs, in_device_slot, pool_size
 from dann.run.resume import check_resume, check_weights
 from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv, wandb_summary
 from dann.run.quiet import quiet_libraries, single_device
+from dann.run.search import objective_tag, search_record
 from dann.run.speed import apply_speed, speed_options
 from dann.run.threads import apply_threads
 from dann.selection import final_scores, read_evaluations, selected_model, with_ensv
@@ -73,6 +74,15 @@ def make_record(cfg: DictConfig, status: str, steps: int, metrics: dict[str, flo
         "started_at": datetime.fromtimestamp(t0).isoformat(), "finished_at": datetime.now().isoformat(),
         "host": socket.gethostname(), "pid": os.getpid(), **extra,
     }
+
+
+def in_search(cfg: DictConfig) -> dict[str, Any]:
+    """``{"search": ...}`` for a trial of a hyper-parameter search (Optuna sweeper), else ``{}``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized() and "Optuna" in str(HydraConfig.get().sweeper.get("_target_", "")):
+        return {"search": search_record(cfg.get("objective", "test/src_acc"))}
+    return {}
 
 
 def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[str, Any]:
@@ -129,7 +139,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             selected = selected_model(evals, cfg.get("selection", "last"), int((cfg.get("probe") or {}).get("last_k", 5)))
         record = make_record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
                              resumed_from=ckpt_path, selected=selected, collapsed_at_step=collapse.collapsed_at_step,
-                             threads=threads,
+                             threads=threads, **in_search(cfg),
                              **chance_flag(metrics, dm, cfg.optim.lr), **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)
@@ -165,6 +175,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
 
 
 OmegaConf.register_new_resolver("dann_pool_size", pool_size, replace=True)
+OmegaConf.register_new_resolver("dann_objective_tag", objective_tag, replace=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

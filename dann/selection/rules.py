@@ -65,6 +65,8 @@ def refresh_rules() -> dict[str, Rule]:
 #: every rule by name (validators registered after import are added by :func:`rule_of`)
 RULES: dict[str, Rule] = _rules()
 LEGACY = {"last_step": "last"}  # the name older records use for `last`
+#: what a run reports that a search may maximise: plain, and reading target labels (an oracle)
+PLAIN_OBJECTIVES, ORACLE_OBJECTIVES = ("test/src_acc",), ("test/tgt_acc",)
 
 
 def rule_of(name: str) -> Rule:
@@ -135,3 +137,19 @@ def selected_model(evals: Sequence[dict[str, Any]], rule: str, k: int = 5) -> di
         log.warning("selection=%s: %s", rule, e)
         return None
     return {"rule": pick.rule, "tgt_acc": pick.tgt_acc, "step": pick.step, "oracle": pick.oracle}
+
+
+def check_objective(objective: Any, rules: dict[str, Rule] | None = None) -> None:
+    """:class:`~dann.errors.ConfigError` unless ``objective`` is a value every run reports:
+    ``test/src_acc``, ``test/tgt_acc`` (reads target labels: an oracle) or ``select/RULE`` of a
+    label-free rule scored per run."""
+    from dann.errors import ConfigError
+
+    obj = str(objective)
+    usable = [f"select/{n}" for n, r in (rules or refresh_rules()).items()
+              if r.score and not r.oracle and not r.over_set]
+    if obj in PLAIN_OBJECTIVES + ORACLE_OBJECTIVES or obj in usable:
+        return
+    raise ConfigError(f"objective={obj!r} is not a value a run reports; allowed: {', '.join(PLAIN_OBJECTIVES)}, "
+                      f"{', '.join(usable)} (label-free), or {', '.join(ORACLE_OBJECTIVES)} (reads target labels: an "
+                      f"oracle search, named so: hparams_search=dann_optuna_oracle)")

@@ -38,6 +38,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "with the lowest regret pooled over the methods on PAIR, to apply to another pair; written to "
                     "--choice-out. Reading PAIR's target labels, the choice is an oracle on PAIR itself")
     ap.add_argument("--choice-out", metavar="JSON", help="where --choose-validator writes its choice")
+    ap.add_argument("--tuned", metavar="RULE|CHOICE.json", help="for hyper-parameter searches (hparams_search=tune): "
+                    "the trial and step the rule (or the validator of a --choose-validator file) picks per method, "
+                    "with the overrides to re-run it, beside the oracle's pick; a choice applied to the pair it was "
+                    "chosen on is labelled oracle")
+    ap.add_argument("--tuned-out", metavar="JSON", help="with --tuned: also write the picks as JSON")
     ap.add_argument("--validators", metavar="MODULE", action="append", default=[],
                     help="import this module's @validator functions first (repeatable; dann-train's validator_modules)")
     a = ap.parse_args(argv)
@@ -85,6 +90,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.selection_study:
         return selection_study(records, a.out, a.png, a.choose_validator, a.choice_out)
+    if a.tuned:
+        import json
+
+        from dann.report.tuning import tuned
+
+        try:
+            text, rows = tuned(records, a.tuned)
+        except ValueError as e:
+            print(f"dann-table: error: --tuned {a.tuned}: {e}", file=sys.stderr)
+            return 2
+        print(text, end="")
+        if a.out:
+            atomic_write_text(Path(a.out), text)
+        if a.tuned_out:
+            atomic_write_text(Path(a.tuned_out), json.dumps(rows, indent=2) + "\n")
+        return 0
     t = build_table(records, bad, a.metric, a.select, a.merge)
     t.unrecorded = unrecorded
     text = RENDER[a.format](t)

@@ -1,0 +1,113 @@
+"""A tiny search on the moons end to end: trials written, the study computed, a validator chosen,
+its pick re-run; the search spaces hold the authors' settings; the dishonest path is named oracle."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from dann.config import CONF_DIR, method_names
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACES = sorted(p.stem for p in Path(CONF_DIR, "search", "tune").glob("*.yaml"))
+
+
+def _env():
+    return dict(os.environ, WANDB_MODE="offline", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+
+
+@pytest.mark.parametrize("method", SPACES)
+def test_every_space_holds_the_authors_setting_and_only_real_options(method):
+    """Trial 0 (sampler.first) sets every searched key and lies in each range; each key is an
+    option of the method or a key of the shared recipe (optim.*)."""
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_optuna_distribution_from_override
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from dann.config import method_class
+    from dann.run.search import _in_space
+
+    space = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR, "search", "tune", f"{method}.yaml")))
+    first, params = space["sampler"]["first"], space["params"]
+    assert set(first) == set(params), "trial 0 must set every searched key"
+    yaml = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR, "method", f"{method}.yaml")))
+    options = method_class(yaml).option_defaults()
+    parser = OverridesParser.create()
+    for key, spec in params.items():
+        group, _, name = key.partition(".")
+        assert (group == "method" and name in options) or (group == "optim" and name in ("lr", "weight_decay")), key
+        dist = create_optuna_distribution_from_override(parser.parse_override(f"{key}={spec}"))
+        assert _in_space(dist, first[key]), f"{key}={first[key]} is outside {spec}"
+
+
+def test_every_adaptation_method_of_the_table_has_a_space():
+    assert set(SPACES) >= {"dann", "dan", "coral", "cdan", "cdan_e", "mdd", "mcc", "mcd", "adda"}
+    assert set(SPACES) <= set(method_names())
+
+
+@pytest.mark.slow
+def test_a_tiny_search_on_the_moons_end_to_end(tmp_path):
+    sweep = tmp_path / "sweep"
+    p = subprocess.run([sys.executable, "-m", "dann.run.train", "-m", "hparams_search=tune", "method=dann", "pair=moons",
+                        "hydra.sweeper.n_trials=3", "trainer.max_steps=40", "trainer.val_check_interval=10",
+                        "checkpoint.every_n_steps=10", "logger=csv", "trainer.enable_progress_bar=false",
+                        f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    recs = [json.loads(r.read_text()) for r in sorted(sweep.glob("*/results.json"))]
+    assert len(recs) == 3 and all(r["status"] == "finished" and r["search"]["reads_target_labels"] is False
+                                  for r in recs)
+    assert recs[0]["config"]["optim"]["lr"] == 0.01 and recs[0]["config"]["method"]["trade_off"] == 1.0  # trial 0
+    assert len({r["config"]["optim"]["lr"] for r in recs}) == 3                                         # then random
+    for t in sweep.glob("*_dann_moons_s0"):
+        assert len(list((t / "evaluations.jsonl").read_text().splitlines())) == 4
+        assert len(list((t / "checkpoints").glob("step=*.ckpt"))) == 4
+        assert len(list((t / "predictions").glob("step=*.npy"))) == 4
+    table = [sys.executable, "-m", "dann.report.cli", str(sweep)]
+    choice = tmp_path / "choice.json"
+    st = subprocess.run([*table, "--selection-study", "--choose-validator", "moons", "--choice-out", str(choice)],
+                        capture_output=True, text=True, env=_env())
+    assert st.returncode == 0, st.stderr
+    assert "| ensv |" in st.stdout and "| 12 | 3 |" in st.stdout     # 12 checkpoints of 3 trials
+    rule = json.loads(choice.read_text())["validator"]
+    # the choice applied to the pair it was chosen on: labelled oracle; a plain rule: not
+    tu = subprocess.run([*table, "--tuned", str(choice), "--tuned-out", str(tmp_path / "picks.json")],
+                        capture_output=True, text=True, env=_env())
+    assert tu.returncode == 0, tu.stderr
+    picks = json.loads((tmp_path / "picks.json").read_text())
+    assert picks[0]["oracle_pick"] and "oracle: chosen on moons" in tu.stdout
+    plain = subprocess.run([*table, "--tuned", "src_val"], capture_output=True, text=True, env=_env())
+    assert plain.returncode == 0 and "oracle: chosen" not in plain.stdout
+    # the pick re-run (here at the same short length) with its hyper-parameters
+    over = picks[0]["pick"]["overrides"]
+    assert {o.split("=")[0] for o in over} == {"optim.lr", "optim.weight_decay", "method.trade_off", "method.gamma"}
+    rerun = tmp_path / "rerun"
+    r = subprocess.run([sys.executable, "-m", "dann.run.train", "pair=moons", "method=dann", *over, "logger=csv",
+                        "trainer.max_steps=40", "trainer.enable_progress_bar=false", f"hydra.run.dir={rerun}"],
+                       capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rec = json.loads((rerun / "results.json").read_text())
+    picked = json.loads((Path(picks[0]["pick"]["run"]) / "results.json").read_text())
+    assert rec["config"]["optim"] == picked["config"]["optim"] and rec["config"]["method"] == picked["config"]["method"]
+    assert rule in st.stdout
+
+
+@pytest.mark.slow
+def test_a_search_on_target_labels_is_named_oracle_and_a_bad_objective_runs_nothing(tmp_path):
+    base = [sys.executable, "-m", "dann.run.train", "-m", "hparams_search=tune", "method=dann", "pair=moons",
+            "hydra.sweeper.n_trials=1", "trainer.max_steps=20", "trainer.val_check_interval=10", "logger=csv",
+            "trainer.enable_progress_bar=false"]
+    bad = subprocess.run([*base, "objective=select/oracle", f"hydra.sweep.dir={tmp_path / 'bad'}"],
+                         capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert bad.returncode == 2 and "objective='select/oracle'" in bad.stderr
+    assert not list((tmp_path / "bad").glob("*/results.json"))
+    orc = subprocess.run([*base, "objective=test/tgt_acc", f"hydra.sweep.dir={tmp_path / 'orc'}"],
+                         capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert orc.returncode == 0, orc.stderr[-2000:]
+    assert "tune_dann_moons_ORACLE" in orc.stdout + orc.stderr
+    rec = json.loads(next((tmp_path / "orc").glob("*/results.json")).read_text())
+    assert rec["search"] == {"objective": "test/tgt_acc", "reads_target_labels": True}

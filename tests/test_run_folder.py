@@ -77,3 +77,22 @@ def test_a_short_image_run_gets_a_curve_by_default(tmp_path):
     rows = [json.loads(x) for x in (out / "evaluations.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [50, 100, 150, 200, 250, 300]
     assert rec["config"]["trainer"]["val_check_interval"] == 50
+
+
+def test_train_log_tells_how_far_a_background_run_got(tmp_path):
+    """Without the progress display (a background run), train.log still has a line per evaluation."""
+    out = tmp_path / "r"
+    train(make_cfg(out, "pair=moons", "trainer.max_steps=40", "trainer.val_check_interval=10",
+                   "trainer.enable_progress_bar=false"))
+    lines = (out / "train.log").read_text().splitlines()
+    assert lines[0].startswith("training: 40 steps")
+    assert [ln.split(":")[0] for ln in lines if "evaluated" in ln] == [f"step {s}/40" for s in (10, 20, 30, 40)]
+    assert "tgt_acc" in lines[-2] and lines[-1].startswith("step 40/40") and "40 steps in" in lines[-1]
+
+
+def test_a_misspelt_key_on_the_command_line_is_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "dann.run.train", "pair=moons", "optim.lrr=0.1"], capture_output=True,
+                       text=True, cwd=tmp_path)
+    assert p.returncode == 2 and p.stderr.startswith("dann-train: error: unknown key(s) optim.lrr")
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "outputs").exists()  # nothing was composed into a run folder

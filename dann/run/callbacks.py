@@ -20,7 +20,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from dann.run.checkpoints import SaveConfig
-from dann.run.progress import build_progress
+from dann.run.progress import RunLog, build_progress
 from dann.selection.probe import SelectionProbe
 
 LAST_CKPT = "last.ckpt"
@@ -303,6 +303,7 @@ def build_callbacks(cfg, out: Path, ckpt_dir: Path, num_classes: int) -> tuple[l
     if probe.get("enabled", False):
         cbs.append(SelectionProbe(out, samples=int(probe.get("samples", 2000))))
     cbs.append(EvaluateAtEnd())
+    cbs.append(RunLog(out / "train.log"))
     progress = build_progress(cfg)
     if progress is not None:
         cbs.append(progress)

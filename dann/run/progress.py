@@ -21,8 +21,10 @@ import math
 import shutil
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
+import pytorch_lightning as pl
 from pytorch_lightning.callbacks.progress import ProgressBar
 
 
@@ -184,3 +186,45 @@ def build_progress(cfg) -> StepProgress | None:
     multirun, parallel = sweep_job()
     label = f"[{cfg.method.name} {cfg.pair.name} s{cfg.seed}] " if multirun else ""
     return StepProgress(tty=False if parallel else None, label=label)
+
+
+class RunLog(pl.Callback):
+    """The run's progress as plain lines in its folder's ``train.log`` (beside Hydra's own log
+    lines), whatever the display: a line every tenth of the run or 60 s, one per evaluation with
+    its accuracies, and a final one; with ``trainer.enable_progress_bar=false`` too, so that a
+    run in the background still says how far it got."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._file: TextIO | None = None
+        self._lines: StepProgress | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._file = open(self.path, "a", buffering=1)  # line-buffered: each line reaches the file at once
+        self._lines = StepProgress(stream=self._file, tty=False, every_s=60.0)
+        self._lines.on_train_start(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._lines is not None:
+            self._lines.on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._lines is not None:
+            self._lines.on_validation_end(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._lines is not None:
+            self._lines.on_train_end(trainer, pl_module)
+        self._close()
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        if self._lines is not None:
+            self._lines._write_line(f"stopped at step {int(trainer.global_step)}: {type(exception).__name__}")
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._file = self._lines = None

@@ -37,6 +37,7 @@ from dann.run.checkpoints import SafeCheckpointIO
 from dann.run.guard import USER_ERRORS, chance_flag, check_data_root, exit_cleanly, lock_run_dir, unlock_run_dir
 from dann.run.launch import concurrent_jobs, in_device_slot, pool_size
 from dann.run.resume import check_resume, check_weights
+from dann.run.overrides import refusal, unknown_keys
 from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv, wandb_summary
 from dann.run.quiet import quiet_libraries, single_device
 from dann.run.search import objective_tag, search_record
@@ -192,6 +193,10 @@ def cli() -> None:
     """``dann-train``: with no arguments, the default experiment (two moons, source-only vs DANN)."""
     if len(sys.argv) == 1:
         sys.argv.append(f"experiment={DEFAULT_EXPERIMENT}")
+    bad = unknown_keys(sys.argv[1:], CONF_DIR)
+    if bad and os.environ.get("HYDRA_FULL_ERROR") != "1":
+        print(f"dann-train: error: {refusal(bad)}", file=sys.stderr)
+        sys.exit(2)
     main()
 
 

@@ -11,6 +11,9 @@ from dann.report.table import Table
 from dann.selection.evaluations import record_evaluations
 
 
+OFF_PROTOCOL = "≠"  # over a paper bar or line: the cell's runs left the paper's protocol (Table.off_protocol)
+
+
 def row_colours(plt, n: int) -> list:
     """One colour per row: the style's cycle, or, for more rows than it has, tab10 then Dark2 (18
     hues apart; tab20's light twins would put two rows in near-identical colours), then tab20."""
@@ -29,6 +32,7 @@ def save_png(t: Table, path: str | Path) -> Path:
 
     pairs, methods = t.pairs, t.methods
     width = 0.8 / (2 * len(methods))
+    off = False
     fig, ax = plt.subplots(figsize=(max(6.0, 2.2 * len(pairs)) + 2.0, 4.2))
     colours = row_colours(plt, len(t.methods))
     for i, m in enumerate(methods):
@@ -45,11 +49,17 @@ def save_png(t: Table, path: str | Path) -> Path:
         if any(v is not None for v in paper):
             ax.bar([x + width for x in xs], [v or 0 for v in paper], width, color=col, alpha=0.35, hatch="//",
                    edgecolor=col, label=f"{m} (paper)")
+        for x, p, v in zip(xs, pairs, paper):  # beside runs of another protocol the paper's bar says so
+            if v is not None and t.off_protocol(p, m):
+                ax.text(x + width, v + 0.01, OFF_PROTOCOL, ha="center", va="bottom", fontsize=9, color=col)
+                off = True
     ax.set_xticks(range(len(pairs)))
     ax.set_xticklabels([p.replace(" [", "\n[").replace(", ", ",\n") for p in pairs], fontsize=8)
     ax.set_ylabel(t.metric)
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),  # outside: bars stay visible
+              title=f"{OFF_PROTOCOL}: our runs are not on the\npaper's protocol (see the table)" if off else None,
+              title_fontsize=7)
     return save_fig(fig, path)
 
 

@@ -599,3 +599,25 @@ def test_the_bar_chart_marks_a_paper_bar_beside_runs_of_another_protocol(tmp_pat
     marks = [x.get_position()[0] for x in ax.texts if x.get_text() == table_figures.OFF_PROTOCOL]
     assert len(marks) == 1 and marks[0] < 0.5  # over the 1,500-step column's paper bar only (the first column)
     assert "not on the\npaper's protocol" in ax.get_legend().get_title().get_text()
+
+
+def test_curve_panels_of_one_length_share_their_x_axis_and_count_runs_in_english(tmp_path, monkeypatch):
+    """Two columns of 2,000 steps evaluated at different steps get the same x-axis, from step 0; a
+    cell of one run is '1 run per row', not '1 runs'."""
+    import json
+
+    from dann.records import read_records
+    from dann.report import table_figures
+
+    for pair, steps in {"mnist_mnistm": (1000, 2000), "mnist_mnistm_regen": (500, 1000, 1500, 2000)}.items():
+        d = tmp_path / f"dann_{pair}"
+        write_record(d, rec(pair, "dann", 0, 0.6))
+        (d / "evaluations.jsonl").write_text("".join(json.dumps({"step": s, "tgt_acc": 0.6}) + "\n" for s in steps))
+    figs = []
+    real_save = table_figures.save_fig
+    monkeypatch.setattr(table_figures, "save_fig", lambda fig, path: (figs.append(fig), real_save(fig, path))[1])
+    table_figures.save_curves_png(build_table(*read_records(tmp_path)), tmp_path / "curves.png")
+    (fig,) = figs
+    lims = [tuple(round(v) for v in ax.get_xlim()) for ax in fig.axes]
+    assert len(set(lims)) == 1 and lims[0][0] == 0, lims
+    assert all(ax.get_title().endswith("(1 run per row)") for ax in fig.axes), [ax.get_title() for ax in fig.axes]

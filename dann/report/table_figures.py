@@ -110,6 +110,7 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.0), squeeze=False)
     colours = row_colours(plt, len(t.methods))
     handles = {}  # one legend for the figure, in the table's row order, outside the panels
+    off = False
     for ax, p in zip(axes[0], pairs):
         for i, m in enumerate(t.methods):
             runs = data.get((p, m))
@@ -123,15 +124,23 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
             paper = t.paper(p, m)[0]
             if paper is not None:
                 ax.axhline(paper, color=col, lw=0.8, ls="--")
+                if t.off_protocol(p, m):  # the paper's line beside runs of another protocol says so
+                    ax.text(1.0, paper, OFF_PROTOCOL, transform=ax.get_yaxis_transform(), ha="left", va="center",
+                            fontsize=9, color=col)
+                    off = True
         n = sorted({len(runs) for (q, _), runs in data.items() if q == p})
         per_row = f"{n[0]}" if n[0] == n[-1] else f"{n[0]}-{n[-1]}"
-        ax.set_title(p.replace(" [", "\n[") + f"  ({per_row} runs per row)", fontsize=9)
+        ax.set_title(p.replace(" [", "\n[") + f"  ({per_row} {'run' if n[-1] == 1 else 'runs'} per row)", fontsize=9)
         ax.set_xlabel("step")
+        # from step 0 to the panel's last evaluation: columns of the same length get the same axis,
+        # whichever steps their runs happened to evaluate at
+        ax.set_xlim(0, max(s for (q, _), runs in data.items() if q == p for c in runs for s in c.steps) * 1.02)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 15,000-step labels stay apart
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0][-1].legend([handles[i] for i in sorted(handles)], [t.methods[i] for i in sorted(handles)], fontsize=7,
-                       loc="upper left", bbox_to_anchor=(1.01, 1.0), title="thin: seeds, thick: mean,\ndashed: paper",
+                       loc="upper left", bbox_to_anchor=(1.01, 1.0), title="thin: seeds, thick: mean,\ndashed: paper"
+                       + (f"\n{OFF_PROTOCOL}: runs not on the paper's\nprotocol (see the table)" if off else ""),
                        title_fontsize=7)
     axes[0][0].set_ylabel("target test accuracy at each evaluation")
     return save_fig(fig, path), missing

@@ -98,7 +98,7 @@ def mean_curve(runs: list[Curve]) -> tuple[list[int], list[float]]:
 def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]:
     """One panel per column: each run's target test accuracy at every evaluation (thin), the mean
     over its cell's seeds (thick), one colour per row; the paper's number as a dashed line. For
-    reading training lengths and seed spread, not for choosing checkpoints (README "Model selection")."""
+    reading training lengths and seed spread, not for choosing checkpoints (docs/how-to/model-selection.md)."""
     data, missing = curves(t)
     if not data:
         return None, missing

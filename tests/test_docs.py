@@ -227,6 +227,17 @@ def test_the_wandb_page_commands_work_verbatim_in_bash_on_a_real_sweep(tmp_path)
     out = p.stdout + p.stderr
     assert "Syncing 2 run(s)" in out and all(f in out for f in files) and "No API key configured" in out, out
 
+    # the sweep's table from its offline W&B runs: one column, as from the records (the W&B config is
+    # the run's config alone, without Lightning's copy of the method's arguments, which split it)
+    (block,) = [b for b in code_blocks(DOCS / "how-to" / "wandb.md", "bash") if "--wandb-dir" in b]
+    line = block.strip().splitlines()[0].split("  #")[0].strip().replace("multirun/<date>/<time>", "multirun/sw")
+    p = bash(line, tmp_path, env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rows = [ln for ln in p.stdout.splitlines() if ln.startswith("| ")]
+    assert rows[0] == "| method | moons |" and len(rows) == 3, p.stdout
+    assert rows[1].startswith("| source_only | .") and rows[2].startswith("| dann | .") and \
+        all(r.endswith(" (1) |") for r in rows[1:]), p.stdout
+
     (block,) = [b for b in code_blocks(DOCS / "how-to" / "wandb.md", "bash") if "leet inspect" in b]
     lines = block.strip().splitlines()
     assert lines[0].startswith("RUN=multirun/<date>/<time>/")

@@ -22,8 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dann.run.build import domain_split, load_run, run_record
-from dann.selection import accuracy
+from dann.install import require_torch_pair
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, help="data root holding the domains (default: the run's data.root)")
     ap.add_argument("--out", type=Path, help="also write the markdown table here")
     a = ap.parse_args(argv)
+    require_torch_pair("evaluate.py")  # before torchvision is imported: one line if it cannot be
+    from dann.run.build import domain_split, load_run, run_record
+    from dann.selection import accuracy
     head = ["run", "method", "seed", "pair", "recorded tgt acc"] + [f"{d} ({a.split})" for d in a.domain]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in a.runs:

@@ -15,8 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dann.report.features import extract_features, proxy_a_distance, save_tsne
-from dann.run.build import load_run
+from dann.install import require_torch_pair
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("tsne.png"))
     ap.add_argument("--n", type=int, default=1000, help="points per domain")
     a = ap.parse_args(argv)
+    require_torch_pair("tsne.py")  # before torchvision is imported: one line if it cannot be
+    from dann.report.features import extract_features, proxy_a_distance, save_tsne
+    from dann.run.build import load_run
     panels = []
     for run in a.runs:
         try:

@@ -84,3 +84,45 @@ def test_evaluate_script_reproduces_the_recorded_target_and_feeds_a_third_domain
                       ([str(tmp_path), "--domain", "etgt"], "no results.json")):
         p = subprocess.run([*script, *args], capture_output=True, text=True, timeout=300)
         assert p.returncode != 0 and msg in p.stderr and "Traceback" not in p.stderr, (args, p.stderr[-1500:])
+
+
+def _saved_figures(monkeypatch, module) -> list:
+    """The figures ``module`` saves, kept open for reading after they are written."""
+    figs = []
+    real = module.save_fig
+    monkeypatch.setattr(module, "save_fig", lambda fig, path, **kw: (figs.append(fig), real(fig, path, **kw))[1])
+    return figs
+
+
+def test_tsne_class_panels_have_a_legend_for_the_colours_and_a_marker_per_domain(tmp_path, monkeypatch):
+    """The by-class panel of the paper's t-SNE figure names each colour's class and tells source from
+    target by the marker (the by-domain panel uses the same markers)."""
+    from dann.report import features
+
+    figs = _saved_figures(monkeypatch, features)
+    rng = np.random.default_rng(0)
+    fs, ft = rng.normal(size=(60, 8)), rng.normal(size=(60, 8)) + 1.0
+    ys, yt = np.arange(60) % 3, np.arange(60) % 3
+    features.save_tsne([("dann", fs, ft, ys, yt)], tmp_path / "t.png")
+    (fig,) = figs
+    by_domain, by_class = fig.axes[0], fig.axes[1]
+    labels = [t.get_text() for t in by_class.get_legend().get_texts()]
+    assert labels == ["class 0", "class 1", "class 2", "source", "target"], labels
+    markers = {c.get_label(): c.get_paths()[0].vertices.tobytes() for c in by_class.collections}
+    assert set(markers) == {"source", "target"} and markers["source"] != markers["target"]
+    dom = {c.get_label(): c.get_paths()[0].vertices.tobytes() for c in by_domain.collections}
+    assert dom == markers  # the same marker means the same domain in both panels
+
+
+def test_learning_curve_panels_share_one_x_axis_from_step_0(tmp_path, monkeypatch):
+    """A short run evaluates at its last step only: the accuracy panel still spans the steps the loss
+    panel does, so the three panels line up."""
+    from dann.report import figures
+
+    rows = ["step,train/cls,train/lr,val/tgt_acc"] + [f"{s},0.5,0.01," for s in range(49, 1500, 50)] + ["1499,,,0.6"]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    figs = _saved_figures(monkeypatch, figures)
+    figures.save_learning_curves(tmp_path / "metrics.csv", tmp_path / "c.png")
+    (fig,) = figs
+    lims = [tuple(round(v) for v in ax.get_xlim()) for ax in fig.axes]
+    assert len(set(lims)) == 1 and lims[0][0] == 0 and lims[0][1] >= 1499, lims

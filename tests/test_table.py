@@ -92,7 +92,8 @@ def test_markdown_means_stds_paper_and_sections(runs, capsys):
     g = 100 * (mean(("mnist_mnistm", "dann")) - so) / (to - so)
     assert f"gap {g:.1f}% [paper 52.9%]" in rows["dann"]["mnist_mnistm"]
     assert "gap" not in rows["dann"]["svhn_mnist"]  # no bounds on that pair
-    assert rows["source_only"]["svhn_mnist"] == f"— [paper {f4(PAPER['source_only']['svhn_mnist'])}]"
+    # an empty cell is not dressed as a result: no paper number beside nothing
+    assert rows["source_only"]["svhn_mnist"] == "no runs"
     # the failed run is listed, not averaged (its 3 seeds stay 3)
     assert "(3)" in rows["dann"]["mnist_mnistm"]
     failed = md[md.index("Failed or unfinished runs"):]
@@ -247,7 +248,8 @@ def test_training_lengths_split_the_column(tmp_path, capsys):
     for (method, steps), accs in LENGTHS.items():
         cell = rows[method][cols[steps]]
         assert cell.startswith(f"{f4(statistics.mean(accs))} ± {f4(statistics.stdev(accs))} (2)"), cell
-        assert f"[paper {f4(PAPER[method]['mnist_mnistm'])}]" in cell  # the paper's number by the base pair
+        off = "" if steps == 15000 else f" at trainer.max_steps=15000; here {steps}"  # the paper's protocol: 15000
+        assert f"[paper {f4(PAPER[method]['mnist_mnistm'])}{off}]" in cell  # the paper's number by the base pair
     assert protocol_note(md) == ("Runs of different protocols are not averaged: "
                                  "mnist_mnistm split by trainer.max_steps (8000, 15000).")
 
@@ -262,7 +264,7 @@ def test_gap_closed_uses_the_bounds_of_the_same_protocol(tmp_path, capsys):
     assert f"gap {g:.1f}%" in rows["dann"]["mnist_mnistm [trainer.max_steps=15000]"]
     # the 8000-step column does not borrow the 15000-step bound, so it has no gap
     assert "gap" not in rows["dann"]["mnist_mnistm [trainer.max_steps=8000]"]
-    assert rows["target_only"]["mnist_mnistm [trainer.max_steps=8000]"].startswith("— ")
+    assert rows["target_only"]["mnist_mnistm [trainer.max_steps=8000]"] == "no runs"
 
 
 def test_ignored_keys_do_not_split(tmp_path, capsys):
@@ -348,7 +350,7 @@ def test_a_method_split_in_one_column_names_its_setting_in_every_column(tmp_path
     assert header == ["method", "mnist_mnistm", "mnist_mnistm_regen"]
     assert list(rows) == ["adda [method.optimizer=adam]", "adda [method.optimizer=sgd]"]
     assert rows["adda [method.optimizer=sgd]"]["mnist_mnistm_regen"].startswith(".7400 ± — (1)")
-    assert rows["adda [method.optimizer=adam]"]["mnist_mnistm_regen"] == "—"
+    assert rows["adda [method.optimizer=adam]"]["mnist_mnistm_regen"] == "no runs"
     assert protocol_note(md) == ("Runs of different protocols are not averaged: "
                                  "adda on mnist_mnistm split by method.optimizer (adam, sgd).")
 
@@ -522,3 +524,100 @@ def test_the_methods_experiment_prints_twelve_rows(capsys):
     assert methods == {"source_only", "sa", "dann", "target_only", "dan", "coral", "cdan", "cdan_e", "mdd", "mcc",
                        "mcd", "adda"}
     assert "repeated seeds" not in md
+
+
+# -- the paper's protocol: a cell whose runs differ from it says so beside the paper's number -----
+def test_a_cell_off_the_papers_protocol_says_so_beside_the_papers_number(tmp_path, capsys):
+    """A 1,500-step cell beside the paper's .7666 (our runs of record: 15,000 steps, batch 128, the
+    paper's network) names what differs where the paper's number is; a cell on the protocol does not."""
+    write_runs(tmp_path, {("dann", 1500): [0.58, 0.60], ("dann", 15000): [0.76, 0.78]})
+    _, md, _ = run(capsys, tmp_path)
+    _, rows = table_rows(md)
+    short, full = rows["dann"]["mnist_mnistm [trainer.max_steps=1500]"], rows["dann"]["mnist_mnistm [trainer.max_steps=15000]"]
+    assert "[paper .7666 at trainer.max_steps=15000; here 1500]" in short, short
+    assert "[paper .7666]" in full, full
+    assert any(ln.startswith("[paper x at key=value; here y]") for ln in md.splitlines()), md
+
+
+def test_batch_and_network_off_the_papers_protocol_are_named_too(tmp_path, capsys):
+    cfg = config("dann", 0)
+    cfg["data"]["batch_size"] = 64
+    cfg["model"] = {"arch": "mnist", "hidden": 7}  # a key the paper's network has not
+    write_record(tmp_path / "s0", rec("mnist_mnistm", "dann", 0, 0.7, config=cfg))
+    ok = config("dann", 1)
+    ok["model"] = {"arch": "mnist"}
+    write_record(tmp_path / "regen", rec("mnist_mnistm_regen", "dann", 1, 0.7, config=ok))
+    _, md, _ = run(capsys, tmp_path)
+    _, rows = table_rows(md)
+    assert ("[paper .7666 at data.batch_size=128, model.hidden=—; here 64, 7]"
+            in rows["dann"]["mnist_mnistm"]), rows
+    assert "[paper* .7666]" in rows["dann"]["mnist_mnistm_regen"]  # a stand-in meets its reference's protocol
+    code, out, _ = run(capsys, tmp_path, "--format", "csv")
+    by = {r["pair"]: r for r in csv.DictReader(io.StringIO(out))}
+    assert by["mnist_mnistm"]["off_paper_protocol"] == "data.batch_size=64 (paper 128); model.hidden=7 (paper —)"
+    assert by["mnist_mnistm_regen"]["off_paper_protocol"] == ""
+
+
+def test_merged_lengths_name_every_length_of_the_cell(tmp_path, capsys):
+    write_runs(tmp_path, {("dann", 1500): [0.58], ("dann", 15000): [0.76]})
+    _, md, _ = run(capsys, tmp_path, "--merge", "trainer.max_steps")
+    _, rows = table_rows(md)
+    assert "[paper .7666 at trainer.max_steps=15000; here 1500/15000]" in rows["dann"]["mnist_mnistm"]
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_the_papers_protocol_is_what_the_pairs_config_runs(pair):
+    """dann.report.paper.PROTOCOL (what the table compares runs with) agrees with conf/: the pair's
+    default length, batch and every key of its network."""
+    from hydra import compose, initialize_config_dir
+
+    from dann.config import CONF_DIR
+    from dann.report.paper import PROTOCOL
+    from dann.report.table import flatten
+
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"pair={pair}"])
+    from omegaconf import OmegaConf
+
+    flat = flatten(OmegaConf.to_container(cfg, resolve=False))
+    expected = {k: v for k, v in flat.items() if k.startswith("model.")}
+    expected |= {k: flat[k] for k in ("trainer.max_steps", "data.batch_size")}
+    assert PROTOCOL[pair] == expected
+
+
+def test_the_bar_chart_marks_a_paper_bar_beside_runs_of_another_protocol(tmp_path, monkeypatch):
+    from dann.records import read_records
+    from dann.report import table_figures
+
+    write_runs(tmp_path, {("dann", 1500): [0.58], ("dann", 15000): [0.76]})
+    figs = []
+    real_save = table_figures.save_fig
+    monkeypatch.setattr(table_figures, "save_fig", lambda fig, path: (figs.append(fig), real_save(fig, path))[1])
+    table_figures.save_png(build_table(*read_records(tmp_path)), tmp_path / "t.png")
+    (fig,) = figs
+    (ax,) = fig.axes
+    marks = [x.get_position()[0] for x in ax.texts if x.get_text() == table_figures.OFF_PROTOCOL]
+    assert len(marks) == 1 and marks[0] < 0.5  # over the 1,500-step column's paper bar only (the first column)
+    assert "not on the\npaper's protocol" in ax.get_legend().get_title().get_text()
+
+
+def test_curve_panels_of_one_length_share_their_x_axis_and_count_runs_in_english(tmp_path, monkeypatch):
+    """Two columns of 2,000 steps evaluated at different steps get the same x-axis, from step 0; a
+    cell of one run is '1 run per row', not '1 runs'."""
+    import json
+
+    from dann.records import read_records
+    from dann.report import table_figures
+
+    for pair, steps in {"mnist_mnistm": (1000, 2000), "mnist_mnistm_regen": (500, 1000, 1500, 2000)}.items():
+        d = tmp_path / f"dann_{pair}"
+        write_record(d, rec(pair, "dann", 0, 0.6))
+        (d / "evaluations.jsonl").write_text("".join(json.dumps({"step": s, "tgt_acc": 0.6}) + "\n" for s in steps))
+    figs = []
+    real_save = table_figures.save_fig
+    monkeypatch.setattr(table_figures, "save_fig", lambda fig, path: (figs.append(fig), real_save(fig, path))[1])
+    table_figures.save_curves_png(build_table(*read_records(tmp_path)), tmp_path / "curves.png")
+    (fig,) = figs
+    lims = [tuple(round(v) for v in ax.get_xlim()) for ax in fig.axes]
+    assert len(set(lims)) == 1 and lims[0][0] == 0, lims
+    assert all(ax.get_title().endswith("(1 run per row)") for ax in fig.axes), [ax.get_title() for ax in fig.axes]

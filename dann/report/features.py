@@ -56,23 +56,38 @@ def tsne_embed(fs: np.ndarray, ft: np.ndarray, seed: int = 0) -> tuple[np.ndarra
     return z[:len(fs)], z[len(fs):]
 
 
+DOMAIN_MARKERS = {"source": "o", "target": "^"}  # one marker per domain, in both rows of the figure
+
+
 def save_tsne(panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]], path: Path,
               seed: int = 0) -> Path:
     """One column per (title, src_features, tgt_features, src_labels, tgt_labels); top row
-    coloured by domain, bottom row by class."""
+    coloured by domain, bottom row by class with a legend of the classes; in both rows the marker
+    tells the domain (source ``o``, target ``^``)."""
     plt = pyplot()
-    fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels), 9.5), squeeze=False)
+    from matplotlib.lines import Line2D
+
+    fig, axes = plt.subplots(2, len(panels), figsize=(5 * len(panels) + 1.5, 9.5), squeeze=False)
     for c, (title, fs, ft, ys, yt) in enumerate(panels):
         zs, zt = tsne_embed(fs, ft, seed)
+        k = int(max(ys.max(), yt.max())) + 1
+        cmap = plt.get_cmap("tab10" if k <= 10 else "tab20" if k <= 20 else "nipy_spectral")
+        colour = (lambda y: cmap(y)) if k <= 20 else (lambda y: cmap(y / max(k - 1, 1)))
         ax = axes[0][c]
-        ax.scatter(zs[:, 0], zs[:, 1], s=3, c="tab:blue", label="source", alpha=0.6)
-        ax.scatter(zt[:, 0], zt[:, 1], s=3, c="tab:red", label="target", alpha=0.6)
+        for (name, z), col in zip((("source", zs), ("target", zt)), ("tab:blue", "tab:red")):
+            ax.scatter(z[:, 0], z[:, 1], s=4, c=col, marker=DOMAIN_MARKERS[name], label=name, alpha=0.6,
+                       linewidths=0)
         ax.set_title(f"{title}: by domain")
-        ax.legend(markerscale=4, fontsize=8)
+        ax.legend(markerscale=3, fontsize=8)
         ax = axes[1][c]
-        z, y = np.concatenate([zs, zt]), np.concatenate([ys, yt])
-        ax.scatter(z[:, 0], z[:, 1], s=3, c=y, cmap="tab10" if y.max() < 10 else "nipy_spectral", alpha=0.6)
+        for name, z, y in (("source", zs, ys), ("target", zt, yt)):
+            ax.scatter(z[:, 0], z[:, 1], s=4, c=[colour(int(v)) for v in y], marker=DOMAIN_MARKERS[name], label=name,
+                       alpha=0.6, linewidths=0)
         ax.set_title(f"{title}: by class")
+        handles = [Line2D([], [], ls="", marker="s", color=colour(i), label=f"class {i}") for i in range(k)]
+        handles += [Line2D([], [], ls="", marker=m, color="0.3", label=name) for name, m in DOMAIN_MARKERS.items()]
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  ncol=1 if k <= 12 else 2, handletextpad=0.2)
         for a in axes[:, c]:
             a.set_xticks([])
             a.set_yticks([])

@@ -107,7 +107,10 @@ def save_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Path
     acc = [k for k in curves if k.endswith("_acc") and k.split("/")[0] in ("val", "train")]
     loss = [k for k in curves if k.startswith("train/") and k not in sched and k not in acc]
     groups = [("accuracy", acc), ("loss", loss), ("schedules", sched)]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    # one x-axis for the three panels: validation points (every few hundred steps) and training
+    # values (every few dozen) cover the same steps, so they line up from step 0 to the last one
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharex=True)
+    axes[0].set_xlim(0, max(max(xs) for xs, _ in curves.values()) * 1.02)
     for ax, (name, keys) in zip(axes, groups):
         for k in keys:
             if k in curves:

@@ -10,6 +10,9 @@ from dann.report.paper import STAND_INS
 from dann.report.table import DEFAULT_SELECTION, ORACLE_SELECTIONS, Table
 
 
+NO_RUNS = "no runs"  # an empty cell
+
+
 def fmt(x: float) -> str:
     """Accuracies the paper's way: ``.7512`` (``1.000`` and negatives keep their sign)."""
     s = f"{x:.4f}"
@@ -19,10 +22,14 @@ def fmt(x: float) -> str:
 def cell_text(t: Table, pair: str, method: str, pm: str = "±") -> str:
     c = t.cells.get((pair, method))
     paper, stand_in = t.paper(pair, method)
-    parts = ["—"] if c is None else [
-        f"{fmt(c.mean)} {pm} {fmt(c.std) if c.std is not None else '—'} ({c.n})"]
+    if c is None:  # nothing ran: no paper number beside it, as if it were a result
+        return NO_RUNS
+    parts = [f"{fmt(c.mean)} {pm} {fmt(c.std) if c.std is not None else '—'} ({c.n})"]
     if paper is not None:
-        parts.append(f"[paper{'*' if stand_in else ''} {fmt(paper)}]")
+        off = t.off_protocol(pair, method)
+        protocol = f" at {', '.join(f'{k}={v}' for k, v, _ in off)}; here {', '.join('/'.join(h) for _, _, h in off)}" \
+            if off else ""
+        parts.append(f"[paper{'*' if stand_in else ''} {fmt(paper)}{protocol}]")
     g = t.gap(pair, method)
     if g is not None:
         pg = t.paper_gap(pair, method)
@@ -43,6 +50,10 @@ def notes(t: Table) -> list[str]:
     if t.compare_with_paper and any(t.paper(p, m)[0] is not None for p in t.pairs for m in t.methods):
         out.append("[paper x]: Ganin et al. 2016, Table 2; gap: (method - source_only) / "
                    "(target_only - source_only) from our own means in the same column (same pair and protocol).")
+        if any(t.off_protocol(p, m) for p in t.pairs for m in t.methods):
+            out.append("[paper x at key=value; here y]: these runs differ from the protocol of the paper's number "
+                       "(batch 128 = 64 + 64, the paper's network for the pair, and the length of our runs of record: "
+                       "the paper gives none) in the keys named: not a like-for-like comparison.")
         stand_ins = sorted({t.column(c).pair for c in t.pairs} & set(STAND_INS))
         if stand_ins:
             out.append("paper*: the paper's number for the original pair this regenerated domain stands in for ("
@@ -110,7 +121,8 @@ def render_latex(t: Table) -> str:
     return "\n".join(lines + ["% " + n.replace("\n", " ") for n in notes(t)]) + "\n"
 
 
-CSV_FIELDS = ("pair", "method", "n", "mean", "std", "seeds", "selection", "paper", "gap_closed_pct", "paper_gap_pct")
+CSV_FIELDS = ("pair", "method", "n", "mean", "std", "seeds", "selection", "paper", "gap_closed_pct", "paper_gap_pct",
+              "off_paper_protocol")
 
 
 def render_csv(t: Table) -> str:
@@ -128,7 +140,9 @@ def render_csv(t: Table) -> str:
             w.writerow({"pair": p, "method": m, "n": c.n, "mean": f"{c.mean:.6f}",
                         "std": "" if c.std is None else f"{c.std:.6f}", "seeds": " ".join(map(str, c.seeds)),
                         "selection": c.selection, "paper": "" if paper is None else paper,
-                        "gap_closed_pct": "" if g is None else f"{g:.2f}", "paper_gap_pct": "" if pg is None else pg})
+                        "gap_closed_pct": "" if g is None else f"{g:.2f}", "paper_gap_pct": "" if pg is None else pg,
+                        "off_paper_protocol": "; ".join(f"{k}={'/'.join(h)} (paper {v})"
+                                                        for k, v, h in t.off_protocol(p, m))})
     return buf.getvalue()
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 
 from dann.report.paper import METHODS as PAPER_METHODS
 from dann.report.paper import PAIRS as PAPER_PAIRS
-from dann.report.paper import PAPER_GAP, STAND_INS, gap_closed, paper_value
+from dann.report.paper import PAPER_GAP, STAND_INS, gap_closed, paper_protocol, paper_value
 
 DEFAULT_METRIC = "test/tgt_acc"
 DEFAULT_SELECTION = "last"
@@ -182,6 +182,25 @@ class Table:
         """The paper's number for the row's method on the column's pair (whatever the protocol split)."""
         return paper_value(self.row(row).method, self.column(column).pair) if self.compare_with_paper \
             else (None, False)
+
+    def off_protocol(self, column: str, row: str) -> list[tuple[str, str, list[str]]]:
+        """Where the cell's runs leave the protocol of the paper's number (:data:`dann.report.paper.PROTOCOL`:
+        length, batch, network): ``[(key, the paper's value, [the runs' values]), ...]``; a key a record does
+        not have is not judged (old or hand-written records), a ``model.*`` key the paper's network has not
+        is (shown as ``—``)."""
+        c = self.cells.get((column, row))
+        ref = paper_protocol(self.column(column).pair)
+        if c is None or not ref or self.paper(column, row)[0] is None:
+            return []
+        flats = [flatten(r["config"]) for r in c.records if isinstance(r.get("config"), dict)]
+        keys = sorted({*ref, *(k for f in flats for k in f if k.startswith("model."))})
+        out = []
+        for k in keys:
+            here = sorted({shown(f[k]) for f in flats if k in f}, key=value_order)
+            want = shown(ref[k]) if k in ref else MISSING
+            if here and here != [want]:
+                out.append((k, want, here))
+        return out
 
     def paper_gap(self, column: str, row: str) -> float | None:
         pair = self.column(column).pair

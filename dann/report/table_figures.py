@@ -11,6 +11,9 @@ from dann.report.table import Table
 from dann.selection.evaluations import record_evaluations
 
 
+OFF_PROTOCOL = "≠"  # over a paper bar or line: the cell's runs left the paper's protocol (Table.off_protocol)
+
+
 def row_colours(plt, n: int) -> list:
     """One colour per row: the style's cycle, or, for more rows than it has, tab10 then Dark2 (18
     hues apart; tab20's light twins would put two rows in near-identical colours), then tab20."""
@@ -29,6 +32,7 @@ def save_png(t: Table, path: str | Path) -> Path:
 
     pairs, methods = t.pairs, t.methods
     width = 0.8 / (2 * len(methods))
+    off = False
     fig, ax = plt.subplots(figsize=(max(6.0, 2.2 * len(pairs)) + 2.0, 4.2))
     colours = row_colours(plt, len(t.methods))
     for i, m in enumerate(methods):
@@ -45,11 +49,17 @@ def save_png(t: Table, path: str | Path) -> Path:
         if any(v is not None for v in paper):
             ax.bar([x + width for x in xs], [v or 0 for v in paper], width, color=col, alpha=0.35, hatch="//",
                    edgecolor=col, label=f"{m} (paper)")
+        for x, p, v in zip(xs, pairs, paper):  # beside runs of another protocol the paper's bar says so
+            if v is not None and t.off_protocol(p, m):
+                ax.text(x + width, v + 0.01, OFF_PROTOCOL, ha="center", va="bottom", fontsize=9, color=col)
+                off = True
     ax.set_xticks(range(len(pairs)))
     ax.set_xticklabels([p.replace(" [", "\n[").replace(", ", ",\n") for p in pairs], fontsize=8)
     ax.set_ylabel(t.metric)
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: bars stay visible
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),  # outside: bars stay visible
+              title=f"{OFF_PROTOCOL}: our runs are not on the\npaper's protocol (see the table)" if off else None,
+              title_fontsize=7)
     return save_fig(fig, path)
 
 
@@ -88,7 +98,7 @@ def mean_curve(runs: list[Curve]) -> tuple[list[int], list[float]]:
 def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]:
     """One panel per column: each run's target test accuracy at every evaluation (thin), the mean
     over its cell's seeds (thick), one colour per row; the paper's number as a dashed line. For
-    reading training lengths and seed spread, not for choosing checkpoints (README "Model selection")."""
+    reading training lengths and seed spread, not for choosing checkpoints (docs/how-to/model-selection.md)."""
     data, missing = curves(t)
     if not data:
         return None, missing
@@ -100,6 +110,7 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.2 * len(pairs), 4.0), squeeze=False)
     colours = row_colours(plt, len(t.methods))
     handles = {}  # one legend for the figure, in the table's row order, outside the panels
+    off = False
     for ax, p in zip(axes[0], pairs):
         for i, m in enumerate(t.methods):
             runs = data.get((p, m))
@@ -113,15 +124,23 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
             paper = t.paper(p, m)[0]
             if paper is not None:
                 ax.axhline(paper, color=col, lw=0.8, ls="--")
+                if t.off_protocol(p, m):  # the paper's line beside runs of another protocol says so
+                    ax.text(1.0, paper, OFF_PROTOCOL, transform=ax.get_yaxis_transform(), ha="left", va="center",
+                            fontsize=9, color=col)
+                    off = True
         n = sorted({len(runs) for (q, _), runs in data.items() if q == p})
         per_row = f"{n[0]}" if n[0] == n[-1] else f"{n[0]}-{n[-1]}"
-        ax.set_title(p.replace(" [", "\n[") + f"  ({per_row} runs per row)", fontsize=9)
+        ax.set_title(p.replace(" [", "\n[") + f"  ({per_row} {'run' if n[-1] == 1 else 'runs'} per row)", fontsize=9)
         ax.set_xlabel("step")
+        # from step 0 to the panel's last evaluation: columns of the same length get the same axis,
+        # whichever steps their runs happened to evaluate at
+        ax.set_xlim(0, max(s for (q, _), runs in data.items() if q == p for c in runs for s in c.steps) * 1.02)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 15,000-step labels stay apart
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     axes[0][-1].legend([handles[i] for i in sorted(handles)], [t.methods[i] for i in sorted(handles)], fontsize=7,
-                       loc="upper left", bbox_to_anchor=(1.01, 1.0), title="thin: seeds, thick: mean,\ndashed: paper",
+                       loc="upper left", bbox_to_anchor=(1.01, 1.0), title="thin: seeds, thick: mean,\ndashed: paper"
+                       + (f"\n{OFF_PROTOCOL}: runs not on the paper's\nprotocol (see the table)" if off else ""),
                        title_fontsize=7)
     axes[0][0].set_ylabel("target test accuracy at each evaluation")
     return save_fig(fig, path), missing

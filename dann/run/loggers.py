@@ -83,6 +83,10 @@ def build_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
         init = getattr(wl, "_wandb_init", None)
         if isinstance(init, dict) and init.get("anonymous") is None:
             init.pop("anonymous", None)
+        # The run's config is the resolved Hydra config above; Lightning would add the method's
+        # __init__ arguments beside it, undotted (gamma, lr, num_classes), which a reader of the run
+        # (dann-table --wandb-dir) cannot tell from the config's own keys.
+        wl.log_hyperparams = lambda params, *args, **kwargs: None
         loggers.append(wl)
     return loggers
 

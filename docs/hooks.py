@@ -33,8 +33,10 @@ GROUPS = [
      "trainer=ddp trainer.max_steps=2000"),
     ("logger", "CSV always; W&B (`default`), CSV only (`csv`), nothing (`none`)", "logger=csv"),
     ("experiment", "bundles of overrides", "-m experiment=paper_table"),
-    ("hparams_search", "Optuna searches on a label-free (or an explicitly oracle) objective",
-     "-m hparams_search=dann_optuna"),
+    ("hparams_search", "Optuna searches: `tune` for any method (random trials, judged by validators afterwards), "
+     "`dann_optuna` on a label-free (or an explicitly oracle) objective", "-m hparams_search=tune method=cdan"),
+    ("search/tune", "each method's search space for `hparams_search=tune`: ranges with their sources, trial 0 the "
+     "authors' setting (chosen by the method, not on the command line)", "-m hparams_search=tune method=mcd"),
     ("domains", "your own domains, declared in yaml (the `+` adds a group train.yaml has no default for)",
      "+domains=example"),
     ("hydra/launcher", "where the jobs of a sweep run: locally (default), `gpus`, `slurm`", "hydra/launcher=slurm"),
@@ -91,7 +93,7 @@ def config_groups_page(conf: Path = CONF) -> str:
 #: API pages: file name -> (title, what it holds, the packages or modules on it)
 API = {
     "run": ("The training run", "`train(cfg)`, the builder, callbacks, loggers, launchers and the console scripts.",
-            ["dann.run", "dann.commands", "dann.bench"]),
+            ["dann.run", "dann.commands", "dann.bench", "dann.bench_contention"]),
     "methods": ("Methods", "`DAMethod` and one module per method; the gradient-reversal layer and the schedules.",
                 ["dann.methods"]),
     "selection": ("Model selection", "Validators (one function each), rules, the probe, rescoring and the study.",

@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dann-select: {d}: {e}", file=sys.stderr)
             failed += 1
             continue
-        print(f"{d}: {len(rows)} evaluations -> {Path(d) / EVALS_FILE}")
+        print(f"{d}: {len(rows)} evaluation{'s' if len(rows) != 1 else ''} -> {Path(d) / EVALS_FILE}")
     return 1 if failed else 0
 
 

@@ -26,7 +26,7 @@ def objective_tag(objective: str) -> str:
 
 def DefaultFirst(seed: Optional[int] = None, first: Optional[Dict[str, Any]] = None):
     """An Optuna sampler: trial 0 takes ``first`` (the authors' setting, which must lie in the
-    space), every other trial is drawn by a seeded :class:`optuna.samplers.RandomSampler`."""
+    space), every other trial is drawn by Optuna's seeded ``RandomSampler``."""
     import optuna
 
     class _DefaultFirst(optuna.samplers.BaseSampler):

@@ -641,3 +641,22 @@ def test_mdd_target_term_stays_exact_and_trainable_where_the_adversary_is_certai
     # d/dz_h log(1 - p_h) = -p_h: bounded, and not zero where the adversary is certain and wrong
     assert float(logits.grad[0, 0]) == pytest.approx(-1.0, abs=1e-6)
     assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", ["dan", "coral"])
+def test_the_hidden_layer_is_the_label_predictors_last_hidden_activation(name):
+    """layer=hidden aligns fc7's place: the input of the label predictor's last linear layer."""
+    from dann.methods.dan import DAN
+    from dann.methods.coral import CORAL
+    from dann.models import build_nets
+
+    cls = {"dan": DAN, "coral": CORAL}[name]
+    torch.manual_seed(0)
+    m = cls(build_nets("mnist", (3, 32, 32), 10), num_classes=10, max_steps=10, layer="hidden")
+    batch = {"src_x": torch.randn(4, 3, 32, 32), "tgt_x": torch.randn(4, 3, 32, 32)}
+    z, logits, ns = m.aligned_pass(batch, "hidden")
+    f = m.features(torch.cat([batch["src_x"], batch["tgt_x"]]))
+    assert z.shape == (8, 100) and ns == 4
+    assert torch.equal(z, m.classifier[:-1](f)) and torch.equal(logits, m.classifier(f))
+    assert torch.equal(m.aligned_pass(batch, "features")[0], f)
+    assert torch.equal(m.aligned_pass(batch, "logits")[0], m.classifier(f))

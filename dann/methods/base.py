@@ -293,5 +293,17 @@ class DAMethod(pl.LightningModule):
         f = self.features(torch.cat([batch["src_x"], batch["tgt_x"]]))
         return f, self.classifier(f), len(batch["src_x"])
 
+    def aligned_pass(self, batch: dict[str, torch.Tensor], layer: str
+                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``(z, logits, n_src)`` of one joint pass, ``z`` the representation ``layer`` names:
+        ``features`` (the feature extractor's output), ``hidden`` (the label predictor's last
+        hidden layer, the papers' fc7: its input when it has no hidden layer) or ``logits``."""
+        f = self.features(torch.cat([batch["src_x"], batch["tgt_x"]]))
+        if layer == "hidden" and isinstance(self.classifier, nn.Sequential) and len(self.classifier) > 1:
+            h = self.classifier[:-1](f)
+            return h, self.classifier[-1](h), len(batch["src_x"])
+        logits = self.classifier(f)
+        return (logits if layer == "logits" else f), logits, len(batch["src_x"])
+
     def source_ce(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return F.cross_entropy(self(batch["src_x"]), batch["src_y"])

@@ -6,7 +6,8 @@ where ``C_s``, ``C_t`` are the (unbiased, ``1/(n-1)``) covariance matrices of th
 source and target features of the batch (eq. 2-3). The gradient reaches both domains' features
 (eq. 4-5 are its analytic form; autograd computes the same). The paper applies the loss to the
 last layer (fc8, the class scores, ``layer=logits``); here it is on the feature extractor's
-output by default (``layer=features``), like the other feature-alignment methods. Target
+output by default (``layer=features``), like the other feature-alignment methods
+(``layer=hidden``: the label predictor's last hidden layer). Target
 labels are never read.
 """
 
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from dann.errors import ConfigError, check_choice
 from dann.methods.base import DAMethod
 
-LAYERS = ("features", "logits")
+LAYERS = ("features", "hidden", "logits")
 
 
 def covariance(z: torch.Tensor) -> torch.Tensor:
@@ -38,7 +39,7 @@ def coral(zs: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
 
 
 class CORAL(DAMethod):
-    """Args (beyond :class:`DAMethod`'s): ``trade_off`` (lambda), ``layer`` (``features`` | ``logits``)."""
+    """Args (beyond :class:`DAMethod`'s): ``trade_off`` (lambda), ``layer`` (``features`` | ``hidden`` | ``logits``)."""
 
     def __init__(self, *args: Any, trade_off: float = 100.0, layer: str = "features", **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -50,8 +51,7 @@ class CORAL(DAMethod):
         check_choice("method.layer", layer, LAYERS)
 
     def losses(self, batch):
-        f, logits, ns = self.joint_pass(batch)
-        z = f if self.hparams.layer == "features" else logits
+        z, logits, ns = self.aligned_pass(batch, self.hparams.layer)
         dist = coral(z[:ns], z[ns:])
         self._dist = dist.detach()
         return {"cls": F.cross_entropy(logits[:ns], batch["src_y"]), "coral": self.hparams.trade_off * dist}

@@ -17,8 +17,9 @@ Estimators of ``d_k^2`` (``estimator``):
   within-domain means without the diagonal, minus twice the cross mean.
 
 Deviations from the paper, for a comparison of methods on one network: the MMD is taken on
-the feature extractor's output (``layer=features``; ``logits`` is the label predictor's output,
-the paper's fc8) rather than on the three last fc layers, and the kernel weights ``beta`` are
+the feature extractor's output (``layer=features``; ``hidden`` is the label predictor's last
+hidden layer, the paper's fc7; ``logits`` its output, the paper's fc8) rather than on the three
+last fc layers together, and the kernel weights ``beta`` are
 equal instead of being fitted by the paper's quadratic program (eq. 7-8). Target labels are
 never read.
 """
@@ -34,7 +35,7 @@ from dann.errors import ConfigError, check_choice
 from dann.methods.base import DAMethod
 
 ESTIMATORS = ("linear", "quadratic")
-LAYERS = ("features", "logits")
+LAYERS = ("features", "hidden", "logits")
 
 
 def bandwidth(z: torch.Tensor) -> torch.Tensor:
@@ -79,7 +80,7 @@ def mk_mmd(zs: torch.Tensor, zt: torch.Tensor, multipliers: Sequence[float], est
 
 class DAN(DAMethod):
     """Args (beyond :class:`DAMethod`'s): ``trade_off`` (lambda), ``multipliers`` (``c_u``),
-    ``estimator`` (``linear`` | ``quadratic``), ``layer`` (``features`` | ``logits``)."""
+    ``estimator`` (``linear`` | ``quadratic``), ``layer`` (``features`` | ``hidden`` | ``logits``)."""
 
     def __init__(self, *args: Any, trade_off: float = 1.0, multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
                  estimator: str = "linear", layer: str = "features", **kwargs: Any):
@@ -98,7 +99,6 @@ class DAN(DAMethod):
         check_choice("method.layer", layer, LAYERS)
 
     def losses(self, batch):
-        f, logits, ns = self.joint_pass(batch)
-        z = f if self.hparams.layer == "features" else logits
+        z, logits, ns = self.aligned_pass(batch, self.hparams.layer)
         mmd = mk_mmd(z[:ns], z[ns:], self.multipliers, self.hparams.estimator)
         return {"cls": F.cross_entropy(logits[:ns], batch["src_y"]), "mmd": self.hparams.trade_off * mmd}

@@ -233,9 +233,13 @@ def _table(title: str, rows: dict[str, RuleResult], pooled: bool) -> list[str]:
            "|---|---|---|---|---|---|---|---|"]
     order = sorted(rows.values(), key=lambda r: (r.rule == "oracle", not math.isfinite(r.regret),
                                                  r.regret if math.isfinite(r.regret) else 0))
-    for r in order:
+    unscored = [r.rule for r in order if not r.n_ckpt]
+    for r in (r for r in order if r.n_ckpt):
         out.append(f"| {r.label} | {_fmt(r.wspearman, 2)} | {_fmt(r.top1)} | {_fmt(r.top5)} | {_fmt(r.regret)} | "
                    f"{_fmt(r.worst)} | {r.n_ckpt} | {r.n_runs} |")
+    if unscored:
+        out.append(f"\nNot scored in these runs (their evaluations predate them; `dann-select rescore` computes them "
+                   f"from kept checkpoints): {', '.join(unscored)}")
     return out + [""]
 
 
@@ -303,7 +307,7 @@ def save_png(s: Study, path: str | Path) -> Path:
     """One panel per rule with a score: each candidate's score (x, oriented: higher is better)
     against its target test accuracy (y, from 0), one colour per method (and pair); each
     method's top-1 pick ringed."""
-    from dann.report.figures import pyplot, save_fig
+    from dann.report.figures import pyplot
 
     plt = pyplot()
     rules = [r for r in rules_studied() if r.score and not r.oracle]
@@ -327,6 +331,9 @@ def save_png(s: Study, path: str | Path) -> Path:
                 c = next(c for c in t.candidates if (c.run, c.step) == pick)
                 ax.scatter([_score(rule, c)], [c.tgt_acc], s=60, facecolors="none", edgecolors=colours(i % colours.N),
                            linewidths=1.5)
+        xs_all = np.array([x for t in s.candidates.values() for c in t.candidates if math.isfinite(x := _score(rule, c))])
+        if len(xs_all) and np.abs(xs_all).max() > 50 * max(np.median(np.abs(xs_all)), 1e-12):
+            ax.set_xscale("symlog", linthresh=max(np.median(np.abs(xs_all)), 1e-6))  # a few huge scores (DEV's weights)
         pooled = [r[rule.name].wspearman for r in s.pooled.values() if rule.name in r]
         ax.set_title(f"{rule.name}  (wSpearman {_fmt(_mean(pooled), 2)})", fontsize=9)
         ax.set_ylim(0, 1)
@@ -334,9 +341,14 @@ def save_png(s: Study, path: str | Path) -> Path:
         ax.set_ylabel("target test accuracy", fontsize=8)
         ax.tick_params(labelsize=7)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     fig.suptitle("Each checkpoint's validator score against its target accuracy (ringed: the rule's pick)",
                  fontsize=10)
-    fig.tight_layout()
-    return save_fig(fig, path)
+    fig.tight_layout(rect=(0, 0, 0.78, 0.96))  # the right margin holds the legend
+    if handles:
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.79, 0.5), fontsize=8, frameon=False,
+                   markerscale=2)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path

@@ -96,3 +96,28 @@ def test_a_misspelt_key_on_the_command_line_is_one_line(tmp_path):
     assert p.returncode == 2 and p.stderr.startswith("dann-train: error: unknown key(s) optim.lrr")
     assert len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "outputs").exists()  # nothing was composed into a run folder
+
+
+def test_rescore_takes_a_sweep_folder_as_the_shell_expands_it(tmp_path):
+    """`dann-select rescore sweep/*` passes multirun.yaml and summary.md too: files are skipped,
+    folders are searched for runs, as dann-table does."""
+    from dann.run.rescore import main
+
+    sweep = tmp_path / "sweep"
+    train(make_cfg(sweep / "0_dann_moons_s0", "pair=moons", "trainer.max_steps=20", "trainer.val_check_interval=10",
+                   "checkpoint.every_n_steps=10", "checkpoint.keep_all=true"))
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    (sweep / "summary.md").write_text("| table |\n")
+    assert main(["rescore", *map(str, sorted(sweep.iterdir())), "--samples", "50"]) == 0
+    assert main(["rescore", str(sweep), "--samples", "50"]) == 0
+    assert main(["rescore", str(tmp_path / "nothing")]) == 2
+
+
+def test_a_score_the_evaluations_predate_names_rescore_as_the_fix():
+    from dann.selection import select
+
+    old = [{"step": 10, "tgt_acc": 0.5, "src_val_acc": 0.9}, {"step": 20, "tgt_acc": 0.6, "src_val_acc": 0.8}]
+    with pytest.raises(ValueError, match="dann-select rescore"):
+        select(old, "mixval")
+    with pytest.raises(ValueError, match="data.src_val"):
+        select([{"step": 10, "tgt_acc": 0.5, "src_val_acc": float("nan")}], "src_val")

@@ -22,6 +22,7 @@ from dann.errors import ConfigError
 from dann.methods.base import DAMethod
 from dann.models import ARCHS
 from dann.run.speed import compile_mode
+from dann.run.start import read_start
 from dann.selection.rules import LEGACY, RULES
 
 # conf/ sits beside the package in the repository (install with `pip install -e .`).
@@ -294,6 +295,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.name={method.get('name')!r} is invalid: expected the method's name")
     method_class(method).validate_options(method_options(method))
     check_method_name(method)
+    read_start(method_class(method), c)  # method.start: the run it starts from, checked before data loads
     obj = str(c.get("objective", ""))
     if obj.startswith("select/"):
         r = RULES.get(obj.split("/", 1)[1])

@@ -766,3 +766,19 @@ def test_dirt_t_seeds_with_their_own_start_runs_share_one_table_row(start_runs, 
     assert table([str(tmp_path / "s0"), str(tmp_path / "s1")]) == 0
     rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| dirt_t")]
     assert len(rows) == 1 and "(2)" in rows[0], rows
+
+
+def test_singular_values_of_a_non_finite_matrix_are_nan_for_the_guard_to_name():
+    """LAPACK raises on NaN input; the loss must become NaN instead, so that the finite-loss guard
+    stops the run naming the step and the term (tests/test_methods_da.py's NaN test, for BSP, BNM)."""
+    from dann.methods.bsp import singular_values
+
+    m = torch.tensor([[3.0, 1.0], [2.0, 4.0]], requires_grad=True)
+    s = singular_values(m)
+    assert torch.equal(s, torch.linalg.svdvals(m))
+    s.sum().backward()
+    m2 = m.detach().clone().requires_grad_(True)
+    torch.linalg.svdvals(m2).sum().backward()
+    assert torch.equal(m.grad, m2.grad)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        assert torch.isnan(singular_values(torch.tensor([[bad, 1.0], [2.0, 3.0]]))).all()

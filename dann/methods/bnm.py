@@ -7,7 +7,7 @@ maximising it makes the predictions both confident (it bounds the Frobenius norm
 as the entropy falls) and diverse (it approximates the rank, the number of classes predicted).
 The paper writes the loss with ``1 / B``; the authors' released code takes the mean of the
 ``min(B, K)`` singular values, as here, with ``lambda = 1``. The singular values are
-differentiable (``torch.linalg.svdvals``). Target labels are never read.
+differentiable (``torch.linalg.svdvals``, via :func:`dann.methods.bsp.singular_values`). Target labels are never read.
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import torch.nn.functional as F
 
 from dann.errors import ConfigError
 from dann.methods.base import DAMethod
+from dann.methods.bsp import singular_values
 
 
 def batch_nuclear_norm(logits: torch.Tensor) -> torch.Tensor:
     """``||softmax(logits)||_* / min(B, K)``: the mean singular value of the prediction matrix."""
-    return torch.linalg.svdvals(torch.softmax(logits, 1)).mean()
+    return singular_values(torch.softmax(logits, 1)).mean()
 
 
 class BNM(DAMethod):

@@ -20,9 +20,16 @@ from dann.methods.cdan import CDAN
 from dann.methods.dann import DANN
 
 
+def singular_values(m: torch.Tensor) -> torch.Tensor:
+    """``torch.linalg.svdvals(m)``, all NaN where ``m`` holds a non-finite value (LAPACK would raise
+    instead, and the finite-loss guard, which names the step and the term, would not see it; no
+    host sync: a finite ``m`` gets ``+ 0``)."""
+    return torch.linalg.svdvals(torch.nan_to_num(m)) + m.abs().amax() * 0  # NaN or inf propagate; nothing overflows
+
+
 def spectral_penalty(f: torch.Tensor, k: int = 1) -> torch.Tensor:
     """``sum_{i<=k} sigma_i(f)^2``, the ``k`` largest singular values of the rows of ``f``."""
-    return torch.linalg.svdvals(f.flatten(1))[:k].pow(2).sum()
+    return singular_values(f.flatten(1))[:k].pow(2).sum()
 
 
 def check_bsp(bsp_weight: float, bsp_k: int) -> None:

@@ -129,16 +129,22 @@ def test_augment_draws_from_the_global_generator_and_is_the_identity_without_ran
     x = torch.rand(4, 3, 8, 8)
     assert torch.allclose(augment(x, 0.0, 0.0, 0.0), x, atol=1e-6)
     torch.manual_seed(5)
-    a = augment(x)
+    a = augment(x, affine_std=0.1)
     state = torch.get_rng_state()
     torch.manual_seed(5)
-    b = augment(x)
+    b = augment(x, affine_std=0.1)
     assert torch.equal(a, b) and not torch.equal(a, x)
     assert torch.equal(torch.get_rng_state(), state)  # the same draws, from torch's global generator
-    v = torch.rand(5, 2)
+    v = torch.rand(500, 2)
     torch.manual_seed(0)
     nv = augment(v, noise_std=0.1)
-    assert nv.shape == v.shape and 0.01 < float((nv - v).std()) < 0.3  # feature vectors: noise only
+    assert nv.shape == v.shape and float((nv - v).std()) == pytest.approx(0.1, rel=0.1)  # vectors: noise only
+    # images: noise of 0.1 x each image's own std (the authors standardise each image, then add 0.1)
+    img = torch.cat([0.05 * torch.randn(1, 3, 16, 16), 2.0 * torch.randn(1, 3, 16, 16)])
+    torch.manual_seed(0)
+    noise = augment(img, max_shift=0.0, noise_std=0.1) - img
+    assert float(noise[0].std()) == pytest.approx(0.1 * float(img[0].std()), rel=0.1)
+    assert float(noise[1].std()) == pytest.approx(0.1 * float(img[1].std()), rel=0.1)
 
 
 def test_augment_translates_by_at_most_max_shift_pixels():

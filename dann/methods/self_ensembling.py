@@ -4,16 +4,17 @@ thresholding and a class-balance loss):
 ``L = CE(s(a(x_s)), y_s) + w [ mean_t m_t (1/K) ||s(a(x_t)) - t(a'(x_t))||^2 + b mean(m) sum_k BCE(mean_t s_k(a(x_t)), 1/K) ]``,
 
 where ``s`` is the student's and ``t`` the teacher's class probabilities, ``a`` and ``a'`` two
-independent random augmentations (:func:`dann.methods.augment.augment`: small affine warps,
-translations, Gaussian noise), ``m_t = 1[max_k t_k(a'(x_t)) > confidence]`` the confidence mask
-and ``BCE(p, q) = -(q log(p + 1e-6) + (1 - q) log(1 - p + 1e-6))`` (the authors' class-balance
+independent random augmentations (:func:`dann.methods.augment.augment`: small translations,
+Gaussian noise, optionally affine warps), ``m_t = 1[max_k t_k(a'(x_t)) > confidence]`` the
+confidence mask and ``BCE(p, q) = -(q log(p + 1e-6) + (1 - q) log(1 - p + 1e-6))`` (the authors' class-balance
 loss, weighted by the share of confident examples, ``mean(m)``). The student is trained; after
 each of its updates the teacher follows it, ``theta_t <- alpha theta_t + (1 - alpha) theta_s``
 (:func:`dann.methods.teacher.ema_update`). The teacher is the model evaluated and scored:
 ``features`` and ``classifier`` hold it, the student is ``student``. Target labels are never read.
 
 Deviations, for a comparison of methods on one network and recipe: the authors' digit networks
-(with batch norm) and Adam (lr 1e-3); here the pair's network and the shared SGD schedule.
+(with batch norm), Adam (lr 1e-3) and batches of 128-256 per domain; here the pair's network,
+the shared SGD schedule and batch.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class SelfEnsembling(DAMethod):
 
     def __init__(self, *args: Any, teacher_decay: float = 0.99, consistency_weight: float = 3.0,
                  confidence: float = 0.96837722, class_balance_weight: float = 0.005, max_shift: float = 2.0,
-                 affine_std: float = 0.1, noise_std: float = 0.1, **kwargs: Any):
+                 affine_std: float = 0.0, noise_std: float = 0.1, **kwargs: Any):
         super().__init__(*args, **kwargs)
         # the student is the pair's network; `features`/`classifier` become the teacher, a copy
         # of it at the start (the model every evaluation and score reads)

@@ -23,6 +23,7 @@ from dann.methods.base import DAMethod
 from dann.models import ARCHS
 from dann.selection.rules import LEGACY, check_objective, refresh_rules
 from dann.selection.validators import import_validators
+from dann.start import read_start
 
 # conf/ sits beside the package in the repository (install with `pip install -e .`).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -329,6 +330,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"method.name={method.get('name')!r} is invalid: expected the method's name")
     method_class(method).validate_options(method_options(method))
     check_method_name(method)
+    read_start(method_class(method), c)  # method.start: the run it starts from, checked before data loads
     try:  # validators of your own register before `selection` and `objective` are checked
         import_validators(c.get("validator_modules") or [])
     except ValueError as e:

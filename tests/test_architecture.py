@@ -87,7 +87,7 @@ FLOORS = [
     (4, ("dann.report", "dann.config")),                                        # tables, figures, the config
     (3, ("dann.selection",)),                                                   # scores and rules
     (2, ("dann.methods", "dann.data")),                                         # methods, data
-    (1, ("dann.models", "dann.records", "dann.errors", "dann.blas", "dann.install", "dann")),   # ground
+    (1, ("dann.models", "dann.records", "dann.errors", "dann.blas", "dann.install", "dann.start", "dann")),   # ground
 ]
 
 

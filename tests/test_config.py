@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dann.models import build_nets
-from dann.config import CONF_DIR
+from dann.config import CONF_DIR, method_class
+from dann.errors import ConfigError
 from dann.run.build import build_method
 from conftest import make_cfg
 
@@ -129,6 +130,11 @@ def test_every_shipped_pair_method_and_experiment_config_validates(tmp_path):
 
     for pair in PAIRS:
         for method in METHOD_NAMES:
-            validate(make_cfg(tmp_path, f"pair={pair}", f"method={method}"))
+            cfg = make_cfg(tmp_path, f"pair={pair}", f"method={method}")
+            if method_class({"name": method}).requires_start:  # DIRT-T: until it names the run it refines
+                with pytest.raises(ConfigError, match=r"method\.start is not set"):
+                    validate(cfg)
+                continue
+            validate(cfg)
     for experiment in EXPERIMENTS:
         validate(make_cfg(tmp_path, f"experiment={experiment}"))

@@ -31,7 +31,11 @@ def test_one_step_finite_loss(name):
     loss = sum(terms.values())
     assert torch.isfinite(loss)
     loss.backward()
-    assert all(p.grad is not None for p in m.features.parameters())
+    # every trained parameter gets a gradient (for self-ensembling: the student's; `features`
+    # holds the teacher, the evaluated copy, which follows by a moving average instead)
+    trained = [p for group in m.optimized_parameters() for p in group]
+    assert trained and all(p.grad is not None for p in trained)
+    assert set(map(id, m.student.parameters() if hasattr(m, "student") else m.features.parameters())) <= set(map(id, trained))
 
 
 def test_target_only_uses_target_labels_and_source_only_does_not():

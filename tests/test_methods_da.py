@@ -1,4 +1,5 @@
-"""The methods of issue #20 (DAN, CORAL, CDAN, CDAN+E, MDD, MCC, MCD, ADDA).
+"""The methods of issue #20 (DAN, CORAL, CDAN, CDAN+E, MDD, MCC, MCD, ADDA), and those of issue #32
+(VADA, DIRT-T, self-ensembling, SHOT, BSP, AFN, BNM, JAN) through the same end-to-end tests.
 
 Each loss against an independent computation on tiny tensors (loops / numpy, written here), the
 gradient directions that make each method what it is, and every method end to end on the moons:
@@ -34,11 +35,20 @@ from dann.methods.base import DAMethod
 from dann.models import build_nets
 from dann.records import REQUIRED_KEYS
 
-NEW = ["dan", "coral", "cdan", "cdan_e", "mdd", "mcc", "mcd", "adda"]
+NEW = ["dan", "coral", "cdan", "cdan_e", "mdd", "mcc", "mcd", "adda",
+       "vada", "dirt_t", "self_ensembling", "shot", "dann_bsp", "cdan_bsp", "afn", "bnm", "jan"]
 # the loss terms each method returns (logged as train/<term>)
 TERMS = {"dan": {"cls", "mmd"}, "coral": {"cls", "coral"}, "cdan": {"cls", "dom"}, "cdan_e": {"cls", "dom"},
          "mdd": {"cls", "mdd"}, "mcc": {"cls", "mcc"}, "mcd": {"cls", "disc", "disc_after"},
-         "adda": {"cls", "dom", "map"}}
+         "adda": {"cls", "dom", "map"}, "vada": {"cls", "dom", "ent", "vat_src", "vat_tgt"},
+         "dirt_t": {"kl", "ent", "vat"}, "self_ensembling": {"cls", "cons", "bal"}, "shot": {"src", "im", "pseudo"},
+         "dann_bsp": {"cls", "dom", "bsp"}, "cdan_bsp": {"cls", "dom", "bsp"}, "afn": {"cls", "norm"},
+         "bnm": {"cls", "bnm"}, "jan": {"cls", "jmmd"}}
+
+
+def needs_start(name: str) -> bool:
+    """DIRT-T refines a finished run of another method (method.start): the tests give it one."""
+    return method_class({"name": name}).requires_start
 
 
 def make(name: str, arch: str = "shallow", shape=(2,), k: int = 2, max_steps: int = 100, **options):
@@ -466,7 +476,11 @@ def test_every_method_composes_with_the_paper_table_experiment(tmp_path):
     for m in NEW:
         with initialize_config_dir(CONF_DIR, version_base="1.3"):
             cfg = compose("train", overrides=[f"output_dir={tmp_path}", "experiment=paper_table", f"method={m}"])
-        validate(cfg)
+        if needs_start(m):  # refused until it names the run it starts from
+            with pytest.raises(ConfigError, match=r"method\.start is not set"):
+                validate(cfg)
+        else:
+            validate(cfg)
         assert cfg.method.name == m
 
 
@@ -474,14 +488,15 @@ def test_every_method_composes_with_the_paper_table_experiment(tmp_path):
 def test_paper_table_sweeps_over_every_method(tmp_path):
     """`dann-train -m experiment=paper_table method=<all>`, shrunk to one pair, one seed, two steps."""
     env = dict(os.environ, WANDB_MODE="disabled")
-    p = subprocess.run([sys.executable, "-m", "dann.run.train", "-m", "experiment=paper_table", f"method={','.join(NEW)}",
+    swept = [m for m in NEW if not needs_start(m)]  # a start run is per seed: not one sweep's
+    p = subprocess.run([sys.executable, "-m", "dann.run.train", "-m", "experiment=paper_table", f"method={','.join(swept)}",
                         "pair=moons", "seed=0", "trainer.max_steps=2", "trainer.val_check_interval=2",
                         "probe.enabled=false", "logger=none", "checkpoint.keep=false", "trainer.enable_progress_bar=false",
                         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     recs = [json.loads(f.read_text()) for f in sorted((tmp_path / "sweep").glob("*/results.json"))]
-    assert sorted(r["method"] for r in recs) == sorted(NEW)
+    assert sorted(r["method"] for r in recs) == sorted(swept)
     assert all(r["status"] == "finished" and r["steps"] == 2 for r in recs)
 
 
@@ -514,6 +529,13 @@ def target_labels_hidden():
         yield
 
 
+def start_of(name: str, runs) -> list[str]:
+    """``method.start=`` the finished run ``name`` starts from (one of ``runs``, the full runs), if any."""
+    if not needs_start(name):
+        return []
+    return [f"method.start={runs(method_class({'name': name}).start_methods[0])[1]}"]
+
+
 @pytest.fixture(scope="module")
 def full_runs(tmp_path_factory):
     """Uninterrupted runs, target labels hidden, W&B offline: computed once per method, on demand."""
@@ -524,10 +546,11 @@ def full_runs(tmp_path_factory):
         if name not in cache:
             from dann.run.train import train
 
+            start = start_of(name, get)
             out = root / f"{name}_s0"
             with mock.patch.dict(os.environ, {"WANDB_MODE": "offline", "WANDB_DIR": str(out)}), \
                     target_labels_hidden():
-                rec = train(make_cfg(out, f"method={name}", *RUN, "logger=default", "logger.wandb.group=unit"))
+                rec = train(make_cfg(out, f"method={name}", *RUN, *start, "logger=default", "logger.wandb.group=unit"))
             cache[name] = (rec, out)
         return cache[name]
 
@@ -582,7 +605,8 @@ def test_table_has_a_row_per_method(full_runs, capsys):
     assert set(NEW) <= rows, rows
 
 
-CUTS = [(m, 17) for m in NEW] + [("adda", 13)]  # adda: 15 = the stage switch, crossed before or after the cut
+# adda, shot: 15 = the stage switch, crossed before or after the cut
+CUTS = [(m, 17) for m in NEW] + [("adda", 13), ("shot", 13)]
 
 
 @pytest.mark.parametrize("name, cut", CUTS)
@@ -591,7 +615,8 @@ def test_resume_equals_an_uninterrupted_run_that_never_saw_target_labels(name, c
     from dann.selection import read_evaluations
 
     full, full_dir = full_runs(name)
-    cfg = lambda *extra: make_cfg(tmp_path / "cut", f"method={name}", *RUN, "logger=csv", *extra)  # noqa: E731
+    start = start_of(name, full_runs)
+    cfg = lambda *extra: make_cfg(tmp_path / "cut", f"method={name}", *RUN, *start, "logger=csv", *extra)  # noqa: E731
     with pytest.raises((SystemExit, KeyboardInterrupt)):
         train(cfg(), callbacks=[SendSignalAt(cut)])
     rec = json.loads((tmp_path / "cut" / "results.json").read_text())
@@ -604,22 +629,23 @@ def test_resume_equals_an_uninterrupted_run_that_never_saw_target_labels(name, c
 
 
 @pytest.mark.parametrize("name", NEW)
-def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(name, tmp_path):
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(name, tmp_path, request):
     from dann.run.train import train
 
     cls = method_class({"name": name})
     original = cls.losses
+    start = start_of(name, request.getfixturevalue("full_runs")) if needs_start(name) else []
 
     def losses_with_nan_input_at_12(self, batch):
-        if self.global_step == 12:
-            batch = {**batch, "src_x": batch["src_x"] * float("nan")}
+        if self.global_step == 12:  # both domains' inputs: a source-free stage reads the target's only
+            batch = {**batch, "src_x": batch["src_x"] * float("nan"), "tgt_x": batch["tgt_x"] * float("nan")}
         return original(self, batch)
 
     run = ["pair=moons", "trainer.max_steps=20", "trainer.val_check_interval=20", "checkpoint.every_n_steps=5",
            "trainer.log_every_n_steps=5", "logger=none", "probe.enabled=false"]
     with mock.patch.object(cls, "losses", losses_with_nan_input_at_12):
         with pytest.raises(Exception, match=r"non-finite loss at step 12: loss=nan"):
-            train(make_cfg(tmp_path / "run", f"method={name}", *run))
+            train(make_cfg(tmp_path / "run", f"method={name}", *run, *start))
     rec = json.loads((tmp_path / "run" / "results.json").read_text())
     assert rec["status"] == "failed" and "NonFiniteLossError" in rec["error"]
     ckpt = torch.load(rec["last_checkpoint"], weights_only=False)

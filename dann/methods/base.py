@@ -14,7 +14,12 @@ and the finite-loss watch. A method is one subclass in one file plus one yaml in
 * a method with several updates per batch sets ``automatic_optimization = False``, returns
   one parameter list per optimizer from :meth:`DAMethod.optimized_parameters` and takes its
   steps inside :meth:`losses` with :meth:`DAMethod.update` (Lightning's manual optimization);
-  it returns the terms it computed, detached, for the logs.
+  it returns the terms it computed, detached, for the logs;
+* a method that starts from another finished run's network (DIRT-T from VADA, SHOT from a
+  source-only run) names the methods it accepts in :attr:`DAMethod.start_methods` and takes the
+  run folder as its option ``start``: the builder checks that run before any data loads and
+  hands its weights to :meth:`DAMethod.load_start`; a second copy of the network (a teacher)
+  is built with :mod:`dann.methods.teacher`.
 """
 
 from __future__ import annotations
@@ -51,6 +56,10 @@ class DAMethod(pl.LightningModule):
 
     #: whether training reads target labels (only the train-on-target upper bound does)
     uses_target_labels: bool = False
+    #: the methods whose finished runs this one may start from (option ``start``: a run folder)
+    start_methods: tuple[str, ...] = ()
+    #: whether a start run is required (DIRT-T) or optional (SHOT trains its own source model)
+    requires_start: bool = False
 
     def __init__(self, nets: Nets, num_classes: int, max_steps: int, lr: float = 0.01, momentum: float = 0.9,
                  weight_decay: float = 0.0, anneal: bool = True, alpha: float = 10.0, beta: float = 0.75,
@@ -64,6 +73,8 @@ class DAMethod(pl.LightningModule):
         self.discriminator: nn.Module | None = None
         self.feature_dim = nets.feature_dim
         self.num_classes = num_classes
+        #: where the network started from (:meth:`load_start`): None for a fresh network
+        self.start_info: dict[str, Any] | None = None
         self.metrics = nn.ModuleDict({
             f"{stage}_{d}": MulticlassAccuracy(num_classes, average="micro")
             for stage in ("val", "test") for d in DOMAINS
@@ -214,8 +225,9 @@ class DAMethod(pl.LightningModule):
         self._eval_step("test", batch, dataloader_idx)
 
     def optimized_parameters(self) -> list[Iterable[nn.Parameter]]:
-        """One parameter list per optimizer: one for automatic optimization."""
-        return [self.parameters()]
+        """One parameter list per optimizer: one for automatic optimization (a frozen copy,
+        e.g. a teacher, is left out)."""
+        return [[p for p in self.parameters() if p.requires_grad]]
 
     def make_optimizer(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
         """SGD with momentum (the paper's); a method whose paper used another may override."""
@@ -254,8 +266,21 @@ class DAMethod(pl.LightningModule):
                     bp[part][k] = step
 
     def record_extras(self) -> dict[str, Any]:
-        """Fields this method adds to its results record: at least the model-selection rule."""
-        return {"selection": "last"}
+        """Fields this method adds to its results record: at least the model-selection rule, and
+        where its network started from when it started from another run (``start``)."""
+        return {"selection": "last", **({"start": self.start_info} if self.start_info else {})}
+
+    # -- a start from another run's network (method.start) --------------------------------
+    def load_start(self, state_dict: dict[str, torch.Tensor], provenance: dict[str, Any]) -> None:
+        """Start from another run's network: its ``features`` and ``classifier`` weights (the
+        keys of its checkpoint's state_dict), and ``provenance`` (folder, step, method, pair...)
+        for the record. The builder (:func:`dann.run.start.load_start`) checks the run first."""
+        own = {**{f"features.{k}": v for k, v in self.features.state_dict().items()},
+               **{f"classifier.{k}": v for k, v in self.classifier.state_dict().items()}}
+        with torch.no_grad():
+            for k, v in own.items():
+                v.copy_(state_dict[k])
+        self.start_info = dict(provenance)
 
     # -- the data a method may read after training (e.g. SA) ------------------------------
     def domain_split(self, domain: str, split: str):

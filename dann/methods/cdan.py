@@ -94,14 +94,17 @@ class CDAN(DAMethod):
         return randomized_multilinear(f, g, self.r_f, self.r_g) if self.randomized else multilinear(f, g)
 
     def losses(self, batch):
-        xs, xt = batch["src_x"], batch["tgt_x"]
-        ns = len(xs)
-        f = self.features(torch.cat([xs, xt]))
+        return self.terms(self.features(torch.cat([batch["src_x"], batch["tgt_x"]])), batch)
+
+    def terms(self, f: torch.Tensor, batch) -> dict[str, torch.Tensor]:
+        """The loss terms given the batch's features ``f`` (source rows first): for subclasses
+        that add a term on the same features (BSP)."""
+        ns = len(batch["src_x"])
         logits = self.classifier(f)
         cls = F.cross_entropy(logits[:ns], batch["src_y"])
         g = torch.softmax(logits, 1).detach()
         d = self.discriminator(self.condition(grad_reverse(f, self.lambda_p), g)).squeeze(1)
-        dom_y = torch.cat([d.new_zeros(ns), d.new_ones(len(xt))])  # 0 = source, 1 = target
+        dom_y = torch.cat([d.new_zeros(ns), d.new_ones(len(f) - ns)])  # 0 = source, 1 = target
         per = F.binary_cross_entropy_with_logits(d, dom_y, reduction="none")
         dom = (entropy_weights(g, ns) * per).sum() if self.hparams.entropy else per.mean()
         self._dom = (d.detach(), dom_y)

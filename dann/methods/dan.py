@@ -53,6 +53,13 @@ def kernel(a: torch.Tensor, b: torch.Tensor, s2: torch.Tensor, multipliers: Sequ
     return torch.stack([torch.exp(-d2 / (c * s2)) for c in multipliers]).mean(0)
 
 
+def matched_kernel(a: torch.Tensor, b: torch.Tensor, s2: torch.Tensor, multipliers: Sequence[float]
+                   ) -> torch.Tensor:
+    """:func:`kernel` of matched rows only, ``k(a_i, b_i)`` for every ``i``: O(n)."""
+    d2 = (a - b).pow(2).sum(-1)
+    return torch.stack([torch.exp(-d2 / (c * s2)) for c in multipliers]).mean(0)
+
+
 def mk_mmd(zs: torch.Tensor, zt: torch.Tensor, multipliers: Sequence[float], estimator: str = "linear"
            ) -> torch.Tensor:
     """The squared MK-MMD between two samples of equal size (see the module's docstring)."""
@@ -65,9 +72,8 @@ def mk_mmd(zs: torch.Tensor, zt: torch.Tensor, multipliers: Sequence[float], est
         h = n // 2 * 2  # an odd last row has no partner
         s1, s2_, t1, t2 = zs[0:h:2], zs[1:h:2], zt[0:h:2], zt[1:h:2]
 
-        def k(a, b):  # the kernel of matched rows only: O(n)
-            d2 = (a - b).pow(2).sum(-1)
-            return torch.stack([torch.exp(-d2 / (c * s2)) for c in multipliers]).mean(0)
+        def k(a, b):
+            return matched_kernel(a, b, s2, multipliers)
 
         g = k(s1, s2_) + k(t1, t2) - k(s1, t2) - k(s2_, t1)
         return g.mean()  # (2/n) sum over n/2 quad-tuples

@@ -41,12 +41,16 @@ class DANN(DAMethod):
         return self.hparams.get("trade_off", 1.0) * adaptation_factor(self.p, self.hparams.gamma)
 
     def losses(self, batch):
-        xs, xt = batch["src_x"], batch["tgt_x"]
-        ns = len(xs)
-        f = self.features(torch.cat([xs, xt]))  # one pass: no batch norm, so no cross-talk
+        f = self.features(torch.cat([batch["src_x"], batch["tgt_x"]]))  # one pass: no batch norm, so no cross-talk
+        return self.terms(f, batch)
+
+    def terms(self, f: torch.Tensor, batch) -> dict[str, torch.Tensor]:
+        """The loss terms given the batch's features ``f`` (source rows first): for subclasses
+        that add a term on the same features (BSP)."""
+        ns = len(batch["src_x"])
         cls = F.cross_entropy(self.classifier(f[:ns]), batch["src_y"])
         d = self.discriminator(grad_reverse(f, self.lambda_p)).squeeze(1)
-        dom_y = torch.cat([d.new_zeros(ns), d.new_ones(len(xt))])  # 0 = source, 1 = target
+        dom_y = torch.cat([d.new_zeros(ns), d.new_ones(len(f) - ns)])  # 0 = source, 1 = target
         self._dom = (d.detach(), dom_y)  # for the learning curves (read on logging steps only)
         return {"cls": cls, "dom": F.binary_cross_entropy_with_logits(d, dom_y)}
 

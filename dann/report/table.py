@@ -50,6 +50,8 @@ PROTOCOL_IGNORE: tuple[str, ...] = (
     "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.accelerator", "trainer.devices",
     "trainer.strategy", "trainer.num_nodes", "trainer.log_every_n_steps",
     "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.num_sanity_val_steps",
+    # the run a method started from (DIRT-T: each seed's own VADA run): a folder, like output_dir
+    "method.start",
 )
 #: Config keys added after runs were recorded, with the value that does what runs before them did:
 #: a record without the key is read as having that value, so the new key splits nothing old.

@@ -20,6 +20,7 @@ from dann.data.domains import Split, get_domain, load_split
 from dann.methods.base import DAMethod
 from dann.models import build_nets
 from dann.run.checkpoints import load_checkpoint
+from dann.run.start import load_start
 
 
 def build_datamodule(cfg: DictConfig) -> DomainPairDataModule:
@@ -32,8 +33,10 @@ def build_datamodule(cfg: DictConfig) -> DomainPairDataModule:
     )
 
 
-def build_method(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> DAMethod:
-    """The method ``cfg.method`` names (``_target_``) with its options, on the pair's network."""
+def build_method(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int, start: bool = True) -> DAMethod:
+    """The method ``cfg.method`` names (``_target_``) with its options, on the pair's network;
+    with ``start``, a method that starts from another run (``method.start``) gets that run's
+    weights (:mod:`dann.run.start`); without, the caller loads the weights (a finished run's)."""
     m = cfg.model
     nets = build_nets(m.arch, input_shape, num_classes, hidden=m.get("hidden", 15), dropout=m.get("dropout", 0.5))
     o = cfg.optim
@@ -42,9 +45,12 @@ def build_method(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int
     options = method_options(method)
     if "_target_" not in method:  # a record written before methods were named by class
         options = {k: v for k, v in options.items() if k in cls.option_defaults()}
-    return cls(nets, num_classes=num_classes, max_steps=cfg.trainer.max_steps, lr=o.lr, momentum=o.momentum,
-               weight_decay=o.weight_decay, anneal=o.anneal, alpha=o.alpha, beta=o.beta,
-               fused_optimizer=o.get("fused", False), **options)
+    model = cls(nets, num_classes=num_classes, max_steps=cfg.trainer.max_steps, lr=o.lr, momentum=o.momentum,
+                weight_decay=o.weight_decay, anneal=o.anneal, alpha=o.alpha, beta=o.beta,
+                fused_optimizer=o.get("fused", False), **options)
+    if start:
+        load_start(model, OmegaConf.to_container(cfg, resolve=True))
+    return model
 
 
 def run_record(run_dir: Path) -> dict[str, Any]:
@@ -77,7 +83,7 @@ def load_run(run_dir: Path, root: Path | None = None, rec: dict[str, Any] | None
     register_custom_domains(cfg.get("domains"))
     dm = build_datamodule(cfg)
     dm.setup("test")
-    model = build_method(cfg, dm.input_shape, dm.num_classes)
+    model = build_method(cfg, dm.input_shape, dm.num_classes, start=False)  # its own final weights, below
     model.load_state_dict(state["state_dict"])
     model.eval()
     return rec, dm, model

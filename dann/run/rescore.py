@@ -68,7 +68,7 @@ def rescore(run_dir: str | Path, samples: int = 2000, seed: int = 0,
     register_custom_domains(cfg.get("domains"))
     dm = build_datamodule(cfg)
     dm.setup("fit")
-    model = build_method(cfg, dm.input_shape, dm.num_classes)
+    model = build_method(cfg, dm.input_shape, dm.num_classes, start=False)  # each checkpoint's weights, below
     rows = []
     for step, path in (progress or (lambda x: x))(steps):
         state = load_checkpoint(path)["state_dict"]  # refuses a file that would run code

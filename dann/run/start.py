@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from dann.errors import ConfigError
 from dann.run.checkpoints import load_checkpoint
-from dann.start import CHECKPOINT, OPTION, SAME, Start, read_start  # noqa: F401
+from dann.start import CHECKPOINT, OPTION, SAME, Start, _get, read_start  # noqa: F401
 
 
 def load_start(model: Any, config: Mapping[str, Any]) -> None:

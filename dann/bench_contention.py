@@ -5,9 +5,9 @@ cores. The load that hurts is other OpenMP work: two processes each running PyTo
 threads (one per core) make every parallel region of a run wait at its barriers for threads
 whose cores are taken. This benchmark starts such a load itself (``--load-procs`` processes
 multiplying ``--load-size`` square matrices in a loop, at PyTorch's default threads), times
-the DANN training loop of each pair idle and beside the load, once with the threads a process
-inherits (one per core: ``threads=<cores>``) and once with dann's rule (``threads=auto``,
-:mod:`dann.run.threads`), stops the load, and prints the ratio loaded / idle next to the
+the DANN training loop of each pair idle and beside the load with the threads a process
+inherits (one per core: ``threads=<cores>``), the same with OpenMP's passive wait policy, and
+dann's rule (``threads=auto``, :mod:`dann.run.threads`), stops the load, and prints the ratio loaded / idle next to the
 fair-share ratio: what the run would take if every thread on the machine got an equal share
 of the cores (``(ours + load threads) / ours * min(ours, cores) / cores``).
 
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 #: a load process: square matrix products forever, at PyTorch's default threads
 LOAD_CODE = """
 import sys, torch
@@ -76,13 +77,13 @@ def stop_load(ps: list[subprocess.Popen], timeout: float = 10.0) -> None:
             p.stdout.close()
 
 
-def time_loop(pair: str, steps: int, warmup: int, threads: str) -> dict[str, Any]:
-    """ms/step of DANN's training loop on ``pair`` with ``threads``: dann-bench's framework loop,
-    in a fresh process (``{"error": ...}`` when it fails)."""
-    print(f"[bench] {pair}: threads={threads} ...", file=sys.stderr, flush=True)
+def time_loop(pair: str, steps: int, warmup: int, threads: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """ms/step of DANN's training loop on ``pair`` with ``threads`` (and ``env`` added to the
+    environment): dann-bench's framework loop, in a fresh process (``{"error": ...}`` when it fails)."""
+    print(f"[bench] {pair}: threads={threads} {env or ''}...", file=sys.stderr, flush=True)
     p = subprocess.run([sys.executable, "-m", "dann.bench", "--_worker", "framework", pair, str(steps), str(warmup),
                         "0", "0", f"threads={threads}", "probe.enabled=false"], capture_output=True, text=True,
-                       env=dict(os.environ, WANDB_MODE="disabled"))
+                       env=dict(os.environ, WANDB_MODE="disabled", **(env or {})))
     for line in p.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             r = json.loads(line[len("BENCH_JSON "):])
@@ -104,14 +105,17 @@ def run(pairs: list[str], steps: dict[str, int], warmup: int, procs: int, size: 
     res: dict[str, Any] = {"cores": cores, "load": {"procs": procs, "matrix": size, "threads_each": cores},
                            "load_average_at_start": round(os.getloadavg()[0], 2), "pairs": {}}
     for pair in pairs:
-        settings = {"default": str(cores), "auto": "auto"}
+        # inherited threads, the same with OpenMP's passive wait (threads sleep at a barrier instead of
+        # spinning; libgomp reads it at start-up), and dann's rule
+        settings = {"default": (str(cores), {}), "default, OMP_WAIT_POLICY=passive": (str(cores), PASSIVE),
+                    "auto": ("auto", {})}
         out = {}
-        for name, threads in settings.items():
+        for name, (threads, env) in settings.items():
             n = choose_threads(threads if threads == "auto" else int(threads), arch.get(pair, "mnist"), cores)
-            idle = time_loop(pair, steps[pair], warmup, threads)
+            idle = time_loop(pair, steps[pair], warmup, threads, env)
             ps = start_load(procs, size)
             try:
-                loaded = time_loop(pair, steps[pair], warmup, threads)
+                loaded = time_loop(pair, steps[pair], warmup, threads, env)
             finally:
                 stop_load(ps)
             ok = "ms_per_step" in idle and "ms_per_step" in loaded

@@ -111,3 +111,38 @@ def test_a_search_on_target_labels_is_named_oracle_and_a_bad_objective_runs_noth
     assert "tune_dann_moons_ORACLE" in orc.stdout + orc.stderr
     rec = json.loads(next((tmp_path / "orc").glob("*/results.json")).read_text())
     assert rec["search"] == {"objective": "test/tgt_acc", "reads_target_labels": True}
+
+
+def _rec(root, name, method, acc, pair="mnist_mnistm"):
+    from dann.records import write_record
+
+    write_record(root / name, {"pair": pair, "method": method, "seed": 0, "status": "finished", "config": {},
+                               "git_commit": None, "steps": 15000, "metrics": {"test/tgt_acc": acc},
+                               "wall_time_s": 1.0})
+
+
+def test_the_table_of_record_and_its_refusal_on_the_pair_the_validator_was_chosen_on(tmp_path, capsys):
+    from dann.report.cli import main as table
+
+    for i, acc in enumerate((0.74, 0.75)):
+        _rec(tmp_path / "default", f"dann_s{i}", "dann", acc)
+        _rec(tmp_path / "finals" / "label_free", f"dann_s{i}", "dann", acc + 0.02)
+        _rec(tmp_path / "finals" / "label_free", f"cdan_s{i}", "cdan", 0.7)
+        _rec(tmp_path / "finals" / "oracle", f"dann_s{i}", "dann", acc + 0.04)
+    _rec(tmp_path / "default", "cdan_s0", "cdan", 0.72)
+    over = lambda lr: {"run": "x", "step": 150, "tgt_acc": 0.5, "overrides": [f"optim.lr={lr}"]}  # noqa: E731
+    picks = [{"pair": "mnist_mnistm", "method": "dann", "trials": 12, "pick": over(0.02), "oracle": over(0.05)},
+             {"pair": "mnist_mnistm", "method": "cdan", "trials": 12, "pick": over(0.01), "oracle": over(0.01)}]
+    (tmp_path / "picks.json").write_text(json.dumps(picks))
+    (tmp_path / "choice.json").write_text(json.dumps({"validator": "im", "chosen_on": "mnist_mnistm_regen"}))
+    args = [str(tmp_path / "default"), "--tuning-record", str(tmp_path / "picks.json"), str(tmp_path / "finals"),
+            str(tmp_path / "choice.json")]
+    assert table(args) == 0
+    out = capsys.readouterr().out
+    dann = next(ln for ln in out.splitlines() if ln.startswith("| dann "))
+    assert dann.split("|")[3:6] == [" .7450 ± .0071 (2) ", " .7650 ± .0071 (2) ", " .7850 ± .0071 (2) "]
+    cdan = next(ln for ln in out.splitlines() if ln.startswith("| cdan "))
+    assert "(the same configuration)" in cdan and "chosen on mnist_mnistm_regen" in out and "oracle" in out
+    (tmp_path / "choice.json").write_text(json.dumps({"validator": "im", "chosen_on": "mnist_mnistm"}))
+    assert table(args) == 2
+    assert "chosen on mnist_mnistm's own target labels" in capsys.readouterr().err

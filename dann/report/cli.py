@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "with the overrides to re-run it, beside the oracle's pick; a choice applied to the pair it was "
                     "chosen on is labelled oracle")
     ap.add_argument("--tuned-out", metavar="JSON", help="with --tuned: also write the picks as JSON")
+    ap.add_argument("--tuning-record", nargs=3, metavar=("PICKS", "FINALS", "CHOICE"),
+                    help="the tuning study's table of record: the runs given (the default recipe's) beside the "
+                         "full-protocol re-runs of the picks (FINALS/label_free, FINALS/oracle) of PICKS "
+                         "(--tuned-out) under the validator of CHOICE (refused on the pair it was chosen on)")
     ap.add_argument("--validators", metavar="MODULE", action="append", default=[],
                     help="import this module's @validator functions first (repeatable; dann-train's validator_modules)")
     a = ap.parse_args(argv)
@@ -90,6 +94,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if a.selection_study:
         return selection_study(records, a.out, a.png, a.choose_validator, a.choice_out)
+    if a.tuning_record:
+        import json
+
+        from dann.report.study import read_choice
+        from dann.report.tuning import record_table
+
+        picks, finals, choice = a.tuning_record
+        try:
+            text = record_table(records, read_records(Path(finals) / "label_free")[0],
+                                read_records(Path(finals) / "oracle")[0], json.loads(Path(picks).read_text()),
+                                read_choice(choice))
+        except (ValueError, OSError) as e:
+            print(f"dann-table: error: --tuning-record: {e}", file=sys.stderr)
+            return 2
+        print(text, end="")
+        if a.out:
+            atomic_write_text(Path(a.out), text)
+        return 0
     if a.tuned:
         import json
 

@@ -93,3 +93,43 @@ def tuned(records: list[dict[str, Any]], rule_or_choice: str) -> tuple[str, list
     rule, choice = resolve_rule(rule_or_choice)
     rows = picks(build_study(records), rule, choice, records)
     return render(rows), rows
+
+
+def _cell(records: list[dict[str, Any]], method: str, metric: str = "test/tgt_acc") -> str:
+    import statistics
+
+    xs = [float(r["metrics"][metric]) for r in records
+          if r.get("method") == method and r.get("status") == "finished" and metric in (r.get("metrics") or {})]
+    if not xs:
+        return "—"
+    f = lambda x: f"{x:.4f}".replace("0.", ".", 1)  # noqa: E731
+    return f"{f(statistics.fmean(xs))} ± {f(statistics.stdev(xs))} ({len(xs)})" if len(xs) > 1 else f"{f(xs[0])} (1)"
+
+
+def record_table(default: list[dict[str, Any]], free: list[dict[str, Any]], oracle: list[dict[str, Any]],
+                 picks_rows: list[dict[str, Any]], choice: dict[str, Any]) -> str:
+    """The table of record: per method of ``picks_rows`` (``--tuned-out``), the default recipe,
+    tuned without target labels (the choice's validator, chosen on another pair, picked the
+    configuration re-run in ``free``) and tuned with them (the oracle's pick re-run in
+    ``oracle``; its label-free runs when both picked the same configuration), each the mean ±
+    std of the runs' last-step target accuracy. Refuses a choice made on the reported pair."""
+    pairs = sorted({r["pair"] for r in picks_rows})
+    if len(pairs) != 1:
+        raise ValueError(f"the picks cover {len(pairs)} pairs ({', '.join(pairs) or 'none'}): give one pair's")
+    pair = pairs[0]
+    if not check_honest(choice, pair):
+        raise ValueError(f"the validator {choice['validator']!r} was chosen on {pair}'s own target labels: on {pair} "
+                         f"its picks are an oracle's; choose it on another pair (--choose-validator)")
+    on_pair = lambda recs: [r for r in recs if r.get("pair") == pair]  # noqa: E731
+    default, free, oracle = on_pair(default), on_pair(free), on_pair(oracle)
+    rows = [f"| method | trials | default recipe | tuned without target labels ({choice['validator']}, chosen on "
+            f"{choice['chosen_on']}) | **oracle**: tuned with target labels |", "|---|---|---|---|---|"]
+    for p in sorted(picks_rows, key=lambda r: r["method"]):
+        m = p["method"]
+        same = p.get("pick") and p.get("oracle") and p["pick"]["overrides"] == p["oracle"]["overrides"]
+        orc = _cell(free, m) + " (the same configuration)" if same else _cell(oracle, m)
+        rows.append(f"| {m} | {p['trials']} | {_cell(default, m)} | {_cell(free, m)} | {orc} |")
+    return "\n".join(rows) + (f"\n\nTarget test accuracy on {pair}, last step, mean ± sample std (runs). Default: the "
+                              f"shared recipe. Tuned: the configuration the rule picked among the search's trials "
+                              f"(trial and step), re-run at the full protocol. The oracle column read target test "
+                              f"labels to choose: a reference, not an unsupervised result.\n")

@@ -184,7 +184,7 @@ def test_rescore_needs_kept_checkpoints(tmp_path):
 
 
 def test_objective_must_be_a_label_free_score(tmp_path):
-    with pytest.raises(ConfigError, match="select/oracle.*not a label-free score"):
+    with pytest.raises(ConfigError, match="select/oracle.*not a value a run reports"):
         train(make_cfg(tmp_path / "r", "pair=moons", "objective=select/oracle"))
     with pytest.raises(ConfigError, match="select/dev"):
         train(make_cfg(tmp_path / "r", "pair=moons", "objective=select/nope"))

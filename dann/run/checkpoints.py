@@ -45,9 +45,12 @@ def load_checkpoint(path: str | Path, map_location: Any = "cpu") -> dict[str, An
             + (f" ({what})" if what else "") + "; only a pickle can build those, and a pickle can run any code, "
             "so it was not loaded and nothing in it ran. Use checkpoints written by dann-train; if you trust "
             "this file, extract its state_dict yourself.") from None
-    except (RuntimeError, EOFError, ValueError) as e:  # truncated, or not a torch file
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {e}); "
-                              f"it may be truncated or not a checkpoint") from None
+    except Exception as e:  # noqa: BLE001 - truncated (OSError, RuntimeError, EOFError...) or not a torch file
+        why = (str(e).splitlines() or [""])[0]
+        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {why}); "
+                              f"it may be truncated (a copy or a write cut short) or not a checkpoint. Restore it, "
+                              f"resume from another checkpoint (resume=PATH), or delete it to train this run "
+                              f"again from step 0") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise CheckpointError(f"checkpoint {path} refused: not a Lightning checkpoint (no state_dict)")
     return ckpt

@@ -59,6 +59,27 @@ def holder(out: Path) -> str:
         return "pid unknown: it has only just started"
 
 
+HYDRA_DIR = ".hydra"
+
+
+def save_hydra_files(out: Path, cfg: DictConfig) -> None:
+    """Write Hydra's ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml) into ``out``, once the
+    run may start there. conf/train.yaml turns Hydra's own writing off (``hydra.output_subdir:
+    null``): Hydra wrote them before any check ran, so a process refused in the folder of another
+    run (busy, or holding a run) rewrote that run's. Nothing outside a Hydra job (tests, sweeps'
+    jobs write theirs the same way)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized() or getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    hc = HydraConfig.instance().cfg
+    d = Path(out) / HYDRA_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hc), ("overrides.yaml", hc.hydra.overrides.task)):
+        atomic_write_text(d / name, OmegaConf.to_yaml(node))
+
+
 def unlock_run_dir(out: Path, lock: FileLock | None) -> None:
     if lock is not None:
         # the owner file outlives only a killed run: dann-table names such folders

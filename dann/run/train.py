@@ -35,8 +35,10 @@ from dann.run.build import build_datamodule, build_method
 from dann.run.callbacks import LAST_CKPT, build_callbacks, signalled
 from dann.run.checkpoints import SafeCheckpointIO
 from dann.run.guard import USER_ERRORS, chance_flag, check_data_root, exit_cleanly, lock_run_dir, unlock_run_dir
+from dann.run.guard import save_hydra_files
 from dann.run.launch import in_device_slot, pool_size
 from dann.run.resume import check_resume, check_weights
+from dann.run.resume import settle_run_dir
 from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv, wandb_summary
 from dann.run.quiet import quiet_libraries, single_device
 from dann.run.speed import apply_speed, speed_options
@@ -99,7 +101,10 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     steps = lambda: int(trainer.global_step) if trainer else 0  # noqa: E731
     try:
         ckpt_path = resume_path(cfg, ckpt_dir)
+        if (done := settle_run_dir(cfg, out, ckpt_path)) is not None:
+            return done  # resume=auto where this run finished: nothing to do, nothing rewritten
         resumed = check_resume(cfg, ckpt_path)
+        save_hydra_files(out, cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         if cfg.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=False)

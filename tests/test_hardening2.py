@@ -207,3 +207,41 @@ def test_cli_truncated_checkpoint_is_one_line(interrupted, tmp_path):
     out = dann_train(run, *MOONS, "resume=auto", cwd=tmp_path)
     one_line_error(out, "dann-train", "last.ckpt cannot be read", "truncated")
     assert record(run)["status"] == "interrupted"
+
+
+# == the rule "exit status tells the truth" ==========================================================
+def test_cli_run_stopped_by_sigterm_exits_non_zero(tmp_path):
+    # Lightning's SIGTERMException is a SystemExit without a code: `dann-train ... && next` went on
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    long = ["pair=moons", "trainer.max_steps=10000000", "trainer.val_check_interval=10000000",
+            "checkpoint.every_n_steps=10000000", "probe.enabled=false"]
+    p = subprocess.Popen(["sh", "-c", " ".join(map(str, dann_train_cmd(run, *long))) + " && touch next_step"],
+                         cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "metrics.csv").exists() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert p.poll() is None, p.stderr.read()[-3000:]
+    subprocess.run(["pkill", "-TERM", "-P", str(p.pid)], check=True)  # the python under this one sh
+    p.wait(300)
+    assert p.returncode == 143, (p.returncode, p.stderr.read()[-3000:])  # 128 + SIGTERM, as a shell reports it
+    assert not (tmp_path / "next_step").exists()
+    assert record(run)["status"] == "interrupted"
+
+
+def test_a_diverged_run_is_flagged_in_its_record_and_not_averaged_by_the_table(tmp_path, capsys):
+    from dann.report.cli import main as dann_table
+
+    short = ["pair=moons", "trainer.max_steps=50", "trainer.val_check_interval=50", "probe.enabled=false",
+             "trainer.log_every_n_steps=10"]
+    bad = train(make_cfg(tmp_path / "bad", *short, "optim.lr=1e20"))  # losses ~1e20, finite: no NaN to stop at
+    assert bad["status"] == "finished" and bad["diverged_at_step"] == 10, bad.get("diverged_at_step")
+    assert record(tmp_path / "bad")["diverged_at_step"] == 10
+    ok = train(make_cfg(tmp_path / "ok", *short))
+    assert ok["diverged_at_step"] is None
+    assert dann_table([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{ok['metrics']['test/tgt_acc']:.4f}"[1:] + " ± — (1)" in out  # the cell holds the healthy run only
+    assert "diverged (not averaged" in out and f"{tmp_path / 'bad' / 'results.json'}: from step 10" in out

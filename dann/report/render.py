@@ -73,6 +73,10 @@ def notes(t: Table) -> list[str]:
         out.append(f"Runs with source accuracy at chance (averaged, but they learnt nothing, not even on the labelled "
                    f"source: e.g. optim.lr too large): {len(t.at_chance)}")
         out += [f"- {p}: test/src_acc {_num(acc)} (chance {_num(chance)})" for p, acc, chance in t.at_chance]
+    if t.diverged:
+        out.append(f"Runs whose training loss diverged (not averaged: their numbers are those of blown-up weights; "
+                   f"lower optim.lr): {len(t.diverged)}")
+        out += [f"- {p}: from step {step}" for p, step in t.diverged]
     if t.failed:
         out.append(f"Failed or unfinished runs (not averaged): {len(t.failed)}")
         out += [f"- {r.get('_path', '?')}: status {r['status']}" + (f", error: {r['error']}" if r.get("error") else "")

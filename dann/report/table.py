@@ -125,6 +125,8 @@ class Table:
     unrecorded: list[Path] = field(default_factory=list)
     # records read more than once (identical copies of one run): (path read, [its copies])
     copies: list[tuple[str, list[str]]] = field(default_factory=list)
+    # finished runs whose training loss diverged (dann.run.guard.DivergenceWatch), not averaged: (path, step)
+    diverged: list[tuple[str, int]] = field(default_factory=list)
 
     def column(self, label: str) -> Column:
         return self.columns.get(label) or Column(label)
@@ -368,10 +370,13 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
     setting of the differing keys; then, within a column, a method's runs (with one selection rule)
     that differ in a method option (``method.*``) go to one row per setting.
     """
-    failed, skipped, runs = [], [], []
+    failed, skipped, runs, diverged = [], [], [], []
     for r in sorted(records, key=lambda r: (str(r["pair"]), str(r["method"]), str(r["seed"]))):
         if r["status"] != "finished":
             failed.append(r)
+            continue
+        if r.get("diverged_at_step") is not None:  # its numbers are those of blown-up weights
+            diverged.append((r.get("_path", "?"), r["diverged_at_step"]))
             continue
         if select and select != "last":  # another checkpoint of the run, chosen by a selection rule
             v, why = selected_value(r, select)
@@ -386,6 +391,7 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
             continue
         runs.append(Run(r, float(v), protocol(r, merge)))
     t = Table(metric, {}, failed, list(unreadable), skipped)
+    t.diverged = diverged
     t.merged = list(merge)
     t.copies = [(r.get("_path", "?"), r["_copies"]) for r in records if r.get("_copies")]
     t.collapsed = [(r.record.get("_path", "?"), r.record["collapsed_at_step"]) for r in runs

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
@@ -135,6 +137,42 @@ def chance_flag(metrics: dict[str, float], dm: Any, lr: float) -> dict[str, Any]
                     "The record says source_at_chance. Lower optim.lr (this run: %g) or check the data.",
                     acc, chance, lr)
     return {"chance_acc": round(chance, 4), "source_at_chance": bool(at)}
+
+
+# -- a training loss that diverged ------------------------------------------------------------------
+#: a logged training loss this many times that of a uniform guess (ln K) has diverged: no network
+#: that learns gets there, only one whose weights blow up (the moons with optim.lr=1e3: 4x this
+#: within 40 steps; healthy runs stay within a few ln K)
+DIVERGED_FACTOR = 1000.0
+
+
+class DivergenceWatch(pl.Callback):
+    """Flag a run whose logged training loss reaches :data:`DIVERGED_FACTOR` x ln K, finite or not
+    (a non-finite one stops the run: :class:`dann.run.callbacks.FiniteLossGuard`). The run goes
+    on; its record's ``diverged_at_step`` names the first such logged step, a warning says so, and
+    ``dann-table`` lists it instead of averaging it."""
+
+    def __init__(self, num_classes: int):
+        self.limit = DIVERGED_FACTOR * math.log(max(num_classes, 2))
+        self.diverged_at_step: int | None = None
+        self.loss: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"diverged_at_step": self.diverged_at_step, "loss": self.loss}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.diverged_at_step, self.loss = state.get("diverged_at_step"), state.get("loss")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.diverged_at_step is not None or trainer.global_step % max(trainer.log_every_n_steps, 1):
+            return  # only where the step just logged (no extra host sync)
+        v = trainer.callback_metrics.get("train/loss")
+        if v is not None and abs(float(v)) >= self.limit:
+            self.diverged_at_step, self.loss = int(trainer.global_step), float(v)
+            log.warning("the training loss diverged at step %d: train/loss %.3g, over %g x ln K (%.3g); the run goes "
+                        "on, but its numbers mean nothing. The record says diverged_at_step and dann-table does not "
+                        "average it. Lower optim.lr or clip the gradients (+trainer.gradient_clip_val=...).",
+                        self.diverged_at_step, self.loss, DIVERGED_FACTOR, self.limit)
 
 
 # -- the CLI: one line for the errors a user can fix -------------------------------------------------

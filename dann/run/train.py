@@ -35,7 +35,7 @@ from dann.run.build import build_datamodule, build_method
 from dann.run.callbacks import LAST_CKPT, build_callbacks, signalled
 from dann.run.checkpoints import SafeCheckpointIO
 from dann.run.guard import USER_ERRORS, chance_flag, check_data_root, exit_cleanly, lock_run_dir, unlock_run_dir
-from dann.run.guard import save_hydra_files
+from dann.run.guard import DivergenceWatch, save_hydra_files
 from dann.run.launch import in_device_slot, pool_size
 from dann.run.resume import check_resume, check_weights
 from dann.run.resume import settle_run_dir
@@ -47,6 +47,7 @@ from dann.selection import final_scores, read_evaluations, selected_model
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "two_moons"
+INTERRUPTED_EXIT = 128 + 15  # a shell's status of a process ended by SIGTERM
 
 
 def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
@@ -117,8 +118,9 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         cbs, collapse = build_callbacks(cfg, out, ckpt_dir, dm.num_classes)
         if ckpt_path:
             set_aside_csv(out)
+        diverged = DivergenceWatch(dm.num_classes)
         trainer = pl.Trainer(**tcfg, logger=build_loggers(cfg, out), default_root_dir=str(out),
-                             callbacks=[*cbs, *(callbacks or [])], plugins=[SafeCheckpointIO()])
+                             callbacks=[*cbs, diverged, *(callbacks or [])], plugins=[SafeCheckpointIO()])
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         # one dict per evaluation dataloader (source, target): merge them
         metrics = {k: float(v) for d in trainer.test(model, datamodule=dm, verbose=False) for k, v in d.items()}
@@ -130,6 +132,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             selected = selected_model(evals, cfg.get("selection", "last"), int((cfg.get("probe") or {}).get("last_k", 5)))
         record = make_record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
                              resumed_from=ckpt_path, selected=selected, collapsed_at_step=collapse.collapsed_at_step,
+                             diverged_at_step=diverged.diverged_at_step,
                              **chance_flag(metrics, dm, cfg.optim.lr), **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)
@@ -174,6 +177,8 @@ def main(cfg: DictConfig) -> float:
     except USER_ERRORS as e:
         exit_cleanly(e)  # one line on stderr and exit 2, unless HYDRA_FULL_ERROR=1 or in a sweep
         raise
+    except SystemExit as e:  # Lightning's SIGTERMException carries no code: a stopped run must not exit 0
+        raise SystemExit(e.code or INTERRUPTED_EXIT) from e
     return record["metrics"].get(cfg.get("objective", "test/src_acc"), float("nan"))
 
 

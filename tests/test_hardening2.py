@@ -8,7 +8,10 @@ archives and label files stay in bounds; a full disk loses nothing.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -245,3 +248,97 @@ def test_a_diverged_run_is_flagged_in_its_record_and_not_averaged_by_the_table(t
     out = capsys.readouterr().out
     assert f"{ok['metrics']['test/tgt_acc']:.4f}"[1:] + " ± — (1)" in out  # the cell holds the healthy run only
     assert "diverged (not averaged" in out and f"{tmp_path / 'bad' / 'results.json'}: from step 10" in out
+
+
+# == the rule "a received file is data": records, evaluations and text in tables ====================
+def a_record(**changes) -> dict:
+    rec = {"pair": "moons", "method": "dann", "seed": 0, "status": "finished", "source": "moons",
+           "target": "moons_rot35", "config": {"seed": 0}, "git_commit": None, "steps": 40,
+           "metrics": {"test/src_acc": 0.9, "test/tgt_acc": 0.8}, "wall_time_s": 1.0}
+    return {**rec, **changes}
+
+
+OUT_OF_MEANING = {  # folder -> (the record's text, what the reason names)
+    "acc_79": (json.dumps(a_record(metrics={"test/tgt_acc": 79})), "test/tgt_acc is 79"),
+    "acc_negative": (json.dumps(a_record(metrics={"test/tgt_acc": -0.5})), "test/tgt_acc is -0.5"),
+    "infinity": (json.dumps(a_record(metrics={"test/tgt_acc": float("inf")})), "test/tgt_acc is inf"),
+    "seed_negative": (json.dumps(a_record(seed=-1)), "seed is -1"),
+    "steps_negative": (json.dumps(a_record(steps=-40)), "steps is -40"),
+    "chance_flag_text": (json.dumps(a_record(source_at_chance="no")), "source_at_chance"),
+    "diverged_text": (json.dumps(a_record(diverged_at_step="soon")), "diverged_at_step"),
+}
+
+
+def test_records_with_values_outside_their_meaning_are_listed_unreadable_never_averaged(tmp_path, capsys):
+    from dann.records import read_records
+    from dann.report.cli import main as dann_table
+
+    for name, (text, _) in OUT_OF_MEANING.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(text)
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "results.json").write_text(json.dumps(a_record(_copies=["planted"])))
+    good, bad = read_records(tmp_path)
+    assert [Path(r["_path"]).parent.name for r in good] == ["ok"] and "_copies" not in good[0]
+    reasons = {p.parent.name: why for p, why in bad}
+    for name, (_, why) in OUT_OF_MEANING.items():
+        assert why in reasons.get(name, ""), (name, reasons.get(name))
+    assert dann_table([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert ".8000 ± — (1)" in out and f"Unreadable records (not averaged): {len(OUT_OF_MEANING)}" in out
+    assert "planted" not in out
+
+
+BAD_EVALUATIONS = {  # folder -> (evaluations.jsonl, what the reason names)
+    "no_step": ('{"tgt_acc": 0.9}\n', "no step"),
+    "step_text": ('{"step": "x", "tgt_acc": 0.9}\n', "step is \"x\""),
+    "acc_79": ('{"step": 10, "tgt_acc": 79}\n', "tgt_acc is 79"),
+    "infinity": ('{"step": 10, "tgt_acc": 0.5, "entropy": Infinity}\n', "entropy is inf"),
+    "not_an_object": ('[1, 2]\n', "not an object"),
+}
+
+
+@pytest.mark.parametrize("select", ["oracle", "last_k", "entropy"])
+def test_evaluations_outside_their_meaning_are_listed_never_averaged_or_crashed_on(tmp_path, capsys, select):
+    from dann.report.cli import main as dann_table
+
+    for name, (evals, _) in {**BAD_EVALUATIONS, "ok": ('{"step": 10, "tgt_acc": 0.7, "entropy": 0.1}\n', "")}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(a_record(seed=len(name))))
+        (tmp_path / name / "evaluations.jsonl").write_text(evals)
+    assert dann_table([str(tmp_path), "--select", select, "--curves", str(tmp_path / "c.png")]) == 0
+    captured = capsys.readouterr()
+    assert ".7000 ± — (1)" in captured.out, captured.out  # the good run alone
+    for name, (_, why) in BAD_EVALUATIONS.items():
+        line = next((ln for ln in captured.out.splitlines() if f"{tmp_path / name}" in ln), "")
+        assert "evaluations.jsonl" in line and why in line, (name, line)
+
+
+HOSTILE = "=HYPERLINK(\"http://x\")|<img src=x onerror=alert(1)>\n\\input{/etc/passwd}`x`[a](javascript:y)$x$"
+
+
+@pytest.mark.parametrize("fmt", ["markdown", "latex", "csv"])
+def test_text_from_a_record_is_escaped_wherever_a_table_prints_it(tmp_path, capsys, fmt):
+    from dann.report.cli import main as dann_table
+
+    for name, rec in {"a": a_record(method=HOSTILE, config={"seed": 0, "method": {"x": HOSTILE}}),
+                      "b": a_record(method=HOSTILE, seed=1, config={"seed": 1, "method": {"x": 1}}),
+                      "c": a_record(status="failed", error=HOSTILE, metrics={})}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(rec))
+    assert dann_table([str(tmp_path), "--format", fmt, "--png", str(tmp_path / "bars.png")]) == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "\n\\input" not in text and "\x1b" not in text
+    if fmt == "markdown":
+        rows = [ln for ln in out.out.splitlines() if ln.startswith("| ")]
+        assert all(len(re.findall(r"(?<!\\)\|", ln)) == 3 for ln in rows), rows  # method + one column
+        for raw in ("<img", "](javascript", "`x`"):  # HTML, a link, a code span: only escaped
+            assert not re.search(r"(?<!\\)" + re.escape(raw), out.out), raw
+    if fmt == "latex":
+        body = [ln for ln in out.out.splitlines() if not ln.startswith("%")]  # notes are comments, one a line
+        assert not any("\\input{" in ln for ln in body) and "\\textbackslash{}input\\{" in out.out
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out.out)))
+        assert rows and all(r["method"].startswith("'=HYPERLINK") for r in rows)  # no formula for a spreadsheet
+    assert (tmp_path / "bars.png").stat().st_size > 0  # `$x$` is text in the figure, not broken math

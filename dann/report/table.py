@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
+from dann.records import evaluation_problem, evaluations_file_problem
 from dann.report.paper import METHODS as PAPER_METHODS
 from dann.report.paper import PAIRS as PAPER_PAIRS
 from dann.report.paper import PAPER_GAP, STAND_INS, gap_closed, paper_value
@@ -333,11 +334,28 @@ def split(runs: list[Run], which: Callable[[str], bool], what: str) -> tuple[dic
     return groups, [split_note(what, sorted(groups))] if keys else []
 
 
+def run_evaluations(record: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The evaluations of a record's run, checked like the record (:func:`dann.records.evaluation_problem`):
+    ``(rows, "")``, or ``([], why)`` when its ``evaluations.jsonl`` cannot be used."""
+    from dann.selection import EVALS_FILE, record_evaluations
+
+    problem = evaluations_file_problem(Path(record["_path"]).parent / EVALS_FILE) if record.get("_path") else None
+    if problem is None:
+        try:
+            evals = record_evaluations(record)
+            problem = evaluation_problem(evals)
+        except Exception as e:  # noqa: BLE001 - a received file: whatever it holds, it is listed, not crashed on
+            problem = f"{type(e).__name__}: {e}"
+    return ([], f"its evaluations.jsonl is unusable: {problem}") if problem else (evals, "")
+
+
 def selected_value(record: dict[str, Any], rule: str) -> tuple[float | None, str]:
     """The target accuracy ``rule`` picks from the run's ``evaluations.jsonl`` (None, why) if it cannot."""
-    from dann.selection import record_evaluations, select
+    from dann.selection import select
 
-    evals = record_evaluations(record)
+    evals, why = run_evaluations(record)
+    if why:
+        return None, f"--select {rule}: {why}"
     if not evals:
         return None, f"--select {rule}: the run has no evaluations.jsonl (probe.enabled=false, or no evaluation)"
     try:

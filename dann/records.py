@@ -40,12 +40,16 @@ def git_commit() -> str | None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it: ``path`` holds the old
+    text or the new, never part of it. An OSError names ``path`` (a write on a full disk does not)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(e.errno, f"{e.strerror}: cannot write {path}") from None
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -342,3 +342,166 @@ def test_text_from_a_record_is_escaped_wherever_a_table_prints_it(tmp_path, caps
         rows = list(csv.DictReader(io.StringIO(out.out)))
         assert rows and all(r["method"].startswith("'=HYPERLINK") for r in rows)  # no formula for a spreadsheet
     assert (tmp_path / "bars.png").stat().st_size > 0  # `$x$` is text in the figure, not broken math
+
+
+# == received run folders in scripts/evaluate.py and scripts/tsne.py =================================
+SCRIPTS = {"evaluate": ["scripts/evaluate.py", "{run}", "--domain", "moons_rot35"],
+           "tsne": ["scripts/tsne.py", "{run}", "--out", "{tmp}/t.png", "--n", "50"]}
+
+
+def script(name: str, run: Path, tmp: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    args = [a.format(run=run, tmp=tmp) for a in SCRIPTS[name]]
+    return subprocess.run([sys.executable, str(ROOT / args[0]), *args[1:], *extra], cwd=tmp, capture_output=True,
+                          text=True, timeout=600, env=cli_env(**env))
+
+
+def edit_record(run: Path, edit) -> None:
+    rec = record(run)
+    edit(rec)
+    (run / "results.json").write_text(json.dumps(rec))
+
+
+EVIL_MODULE = "import pathlib, os\npathlib.Path(os.environ['DANN_TEST_MARKER']).write_text('ran')\nclass Evil: pass\n"
+RECEIVED = {  # case -> (how the run folder is damaged, what the one line says)
+    "unknown_target": (lambda run: edit_record(run, lambda r: r["config"]["method"].update(_target_="evil_mod.Evil")),
+                       "method._target_='evil_mod.Evil' is not a method class"),
+    "name_outside_conf": (lambda run: edit_record(run, lambda r: (r["config"]["method"].pop("_target_"),
+                                                                 r["config"]["method"].update(name="../../../x"))),
+                          "method.name='../../../x' is not a method"),
+    "interpolation": (lambda run: edit_record(run, lambda r: r["config"].update(seed="${oc.env:DANN_TEST_MARKER}")),
+                      "config.seed holds an interpolation"),
+    "other_architecture": (lambda run: edit_record(run, lambda r: r["config"]["model"].update(hidden=20)),
+                           "does not fit the network its record describes"),
+    "truncated_checkpoint": (lambda run: truncate(run / "checkpoints" / "last.ckpt"), "cannot be read"),
+    "no_record": (lambda run: (run / "results.json").unlink(), "no results.json"),
+    "not_a_record": (lambda run: (run / "results.json").write_text('{"pair": "moons", "seed": -1}'),
+                     "not a usable record"),
+}
+
+
+@pytest.mark.parametrize("case", RECEIVED)
+@pytest.mark.parametrize("entry", SCRIPTS)
+def test_a_received_run_folder_is_checked_before_use_and_refused_in_one_line(finished, tmp_path, entry, case):
+    run = copy_run(finished, tmp_path / "run")
+    damage, says = RECEIVED[case]
+    damage(run)
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "evil_mod.py").write_text(EVIL_MODULE)
+    marker = tmp_path / "marker"
+    out = script(entry, run, tmp_path, PYTHONPATH=f"{ROOT}:{tmp_path / 'mods'}", DANN_TEST_MARKER=str(marker))
+    one_line_error(out, entry, says)
+    assert not marker.exists()  # nothing named by the record was imported
+
+
+def test_a_received_record_creates_no_folder_where_it_points(finished, tmp_path):
+    import numpy as np
+
+    run = copy_run(finished, tmp_path / "run")
+    np.savez(tmp_path / "mine.npz", x=np.zeros((64, 4, 4), np.uint8), y=np.arange(64) % 2)
+    elsewhere = tmp_path / "elsewhere" / "deep"
+
+    def point_elsewhere(r):
+        r["config"]["domains"] = {"mine": {"kind": "npz", "train": str(tmp_path / "mine.npz"),
+                                           "test": str(tmp_path / "mine.npz")}}
+        r["config"]["pair"].update(source="mine", target="mine")
+        r["config"]["data"]["root"] = str(elsewhere)
+
+    edit_record(run, point_elsewhere)
+    out = script("evaluate", run, tmp_path, DANN_DATA_DIR=str(tmp_path / "mydata"))
+    one_line_error(out, "evaluate", "cannot take inputs of shape (1, 4, 4)")  # a moons network for 4x4 images
+    assert not (tmp_path / "elsewhere").exists()
+    assert (tmp_path / "mydata" / "cache").is_dir()  # the caches went to this machine's data root
+
+
+# == the rule "every refusal is one line", dann-train: before any data loads =========================
+def mount_tmpfs(where: Path, size_kb: int, read_only: bool = False) -> Path:
+    """A real, small file system at ``where`` (root and mount(8) needed: else the test skips)."""
+    where.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size_kb}k" + (",ro" if read_only else "")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()}): needs root and mount")
+    return where
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    made: list[Path] = []
+
+    def mount(name: str, size_kb: int = 1024, read_only: bool = False) -> Path:
+        made.append(mount_tmpfs(tmp_path / name, size_kb, read_only))
+        return made[-1]
+
+    yield mount
+    for m in reversed(made):
+        subprocess.run(["umount", str(m)], check=False)
+
+
+TRAIN_REFUSALS = {  # case -> (overrides, what the one line says); {empty}: a data root without any dataset
+    "arch_for_another_input": (["pair=moons", "model=mnist"], "model.arch=mnist cannot take inputs of shape (2,)"),
+    "flat_arch_for_images": (["pair=mnist_mnistm", "model=shallow", "data.root={empty}"],
+                             "model.arch=shallow cannot take inputs of shape (3, 32, 32)"),
+    "image_size_too_small": (["pair=mnist_mnistm", "pair.image_size=8", "data.root={empty}"],
+                             "model.arch=mnist cannot take inputs of shape (3, 8, 8)"),
+    "impossible_channels": (["pair=mnist_mnistm", "pair.channels=2", "data.root={empty}"], "pair.channels=2"),
+    "zero_devices": (["pair=moons", "trainer.devices=0"], "trainer.devices=0"),
+    "overflowing_lr": (["pair=moons", "optim.lr=1e39"], "optim.lr=1e+39"),
+    "read_only_output": (["pair=moons", "hydra.run.dir={ro}/run"], "Read-only file system"),
+    "read_only_output_dir": (["pair=moons", "output_dir={ro}/run"], "output_dir={ro}/run: cannot write there"),
+    "read_only_data_root": (["pair=mnist_mnistm", "data.root={ro}"], "is not writable (Read-only file system)"),
+    "checkpoint_of_another_architecture": (["pair=moons", "model.hidden=20", "resume={ckpt}"],
+                                           "model.hidden: 15 (checkpoint) -> 20 (now)"),
+}
+
+
+@pytest.mark.parametrize("case", TRAIN_REFUSALS)
+def test_dann_train_refuses_in_one_line_before_any_data_loads(finished, tmp_path, mounts, case):
+    overrides, says = TRAIN_REFUSALS[case]
+    fill = {"empty": tmp_path / "empty", "ckpt": finished / "checkpoints" / "last.ckpt"}
+    (tmp_path / "empty").mkdir()
+    if "{ro}" in " ".join(overrides):
+        fill["ro"] = mounts("ro", read_only=True)
+    overrides = [o.format(**fill) for o in overrides]
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "dann.run.train", "trainer.enable_progress_bar=false",
+                          "trainer.accelerator=cpu", "logger=csv", *MOONS[1:], *overrides]
+                         + ([] if any(o.startswith("hydra.run.dir") for o in overrides) else [f"hydra.run.dir={run}"]),
+                         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=600)
+    one_line_error(out, "dann-train", says.format(**fill))
+    assert not (run / "results.json").exists()  # refused before the data: no failed record
+
+
+# == the rule "lose nothing on a full disk" ==========================================================
+class FillDiskAt(__import__("pytorch_lightning").Callback):
+    """After step ``k``, fill the file system of ``folder`` but ``leave`` bytes: the next checkpoint
+    cannot be written, the record can."""
+
+    def __init__(self, k: int, folder: Path, leave: int):
+        self.k, self.folder, self.leave = k, folder, leave
+
+    def on_train_batch_end(self, trainer, *args):
+        import shutil
+
+        if trainer.global_step == self.k:
+            with open(self.folder / "filler", "wb") as f:
+                f.write(b"\0" * max(0, shutil.disk_usage(self.folder).free - self.leave))
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_the_record_says_why(mounts, tmp_path):
+    disk = mounts("disk", size_kb=4096)
+    run = disk / "run"
+    with pytest.raises(OSError, match="No space left on device") as e:
+        train(make_cfg(run, *MOONS), callbacks=[FillDiskAt(11, disk, leave=16 * 1024)])
+    assert "last.ckpt" in str(e.value) and "resume=auto" in str(e.value)  # what to do about it
+    rec = record(run)
+    assert rec["status"] == "failed" and "No space left on device" in rec["error"], rec.get("error")
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 10  # it survived
+    assert not [p.name for p in (run / "checkpoints").iterdir() if p.name != "last.ckpt"]  # no partial file left
+
+
+def test_cli_full_disk_is_one_line(mounts, tmp_path):
+    disk = mounts("disk", size_kb=32)  # room for the run's first files, not for a checkpoint
+    out = dann_train(disk / "run", *MOONS, cwd=tmp_path)
+    one_line_error(out, "dann-train", "No space left on device")
+    if (disk / "run" / "results.json").exists():
+        assert "No space left on device" in record(disk / "run")["error"]

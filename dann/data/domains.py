@@ -74,6 +74,9 @@ class Domain:
     raw_files: Callable[[Path], bool] | None = None
     #: False for domains generated offline from nothing the user provides
     needs_raw: bool = True
+    #: the shape of one sample, (C, H, W) or (D,), when known before loading: a run's network is
+    #: checked against it before any data loads (None: checked once the data is loaded)
+    shape: tuple[int, ...] | None = None
 
 
 REGISTRY: dict[str, Domain] = {}

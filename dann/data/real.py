@@ -648,15 +648,15 @@ def _gtsrb_present(root: Path) -> bool:
         find_archives(folder, GTSRB_ARCHIVE_PATTERNS))
 
 
-register(Domain("mnist", 10, build_mnist, doc="MNIST digits, 1x28x28, 60,000 train / 10,000 test",
+register(Domain("mnist", 10, build_mnist, shape=(1, 28, 28), doc="MNIST digits, 1x28x28, 60,000 train / 10,000 test",
                 raw_files=mnist_raw_present))
-register(Domain("mnist_m", 10, build_mnist_m, raw_files=_mnist_m_present,
+register(Domain("mnist_m", 10, build_mnist_m, raw_files=_mnist_m_present, shape=(3, 32, 32),
                 doc="MNIST-M (Ganin et al.): MNIST blended with BSDS500 patches, 3x32x32, 59,001 / 9,001"))
-register(Domain("svhn", 10, build_svhn, doc="SVHN cropped digits, 3x32x32, 73,257 / 26,032 (label 10 -> 0)",
-                raw_files=_svhn_present))
+register(Domain("svhn", 10, build_svhn, shape=(3, 32, 32),
+                doc="SVHN cropped digits, 3x32x32, 73,257 / 26,032 (label 10 -> 0)", raw_files=_svhn_present))
 register(Domain("syn_numbers", 10, build_syn_numbers, raw_files=_syn_numbers_present,
-                doc="SynNumbers (Ganin & Lempitsky): synthetic house numbers, 3x32x32"))
-register(Domain("syn_signs", 43, build_syn_signs, raw_files=_syn_signs_present,
+                shape=(3, 32, 32), doc="SynNumbers (Ganin & Lempitsky): synthetic house numbers, 3x32x32"))
+register(Domain("syn_signs", 43, build_syn_signs, raw_files=_syn_signs_present, shape=(3, 40, 40),
                 doc="SynSigns (Moiseev et al.): synthetic traffic signs, 3x40x40; fixed 90/10 train/test split"))
-register(Domain("gtsrb", 43, build_gtsrb, raw_files=_gtsrb_present,
+register(Domain("gtsrb", 43, build_gtsrb, raw_files=_gtsrb_present, shape=(3, 40, 40),
                 doc="GTSRB official training set, ROI crops at 3x40x40; fixed 31,367 train / 7,842 test split"))

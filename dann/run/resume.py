@@ -46,7 +46,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from dann.errors import ResumeError
 from dann.records import OWNER_FILE, RESULTS_FILE, RUN_MARKERS, check_record
-from dann.run.checkpoints import CONFIG_KEY, load_checkpoint
+from dann.run.checkpoints import CONFIG_KEY, fit_problems, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -159,21 +159,11 @@ def check_weights(model: pl.LightningModule, ckpt: dict[str, Any] | None, ckpt_p
     instead of torch's ``load_state_dict`` error halfway through Lightning's restore."""
     if ckpt is None:
         return
-    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}
-    if have == got:
+    problems = fit_problems(model, ckpt["state_dict"])
+    if not problems:
         return
     saved = saved_config(ckpt, Path(ckpt_path)) or {}
     theirs = (saved.get("method") or {}).get("name", "?"), (saved.get("model") or {}).get("arch", "?")
-    problems = []
-    lacks, extra = sorted(set(have) - set(got)), sorted(set(got) - set(have))
-    if lacks:
-        problems.append("this run's network has weights the checkpoint lacks: " + ", ".join(lacks))
-    if extra:
-        problems.append("the checkpoint has weights this run's network lacks: " + ", ".join(extra))
-    shapes = [f"{k} {got[k]} vs {have[k]}" for k in sorted(set(have) & set(got)) if have[k] != got[k]]
-    if shapes:
-        problems.append("shapes differ (checkpoint vs now): " + ", ".join(shapes))
     raise ResumeError(
         f"resume={cfg.get('resume')} refused: the checkpoint's network (method {theirs[0]}, model.arch {theirs[1]}) "
         f"does not fit this run's (method {cfg.method.name}, model.arch {cfg.model.arch}): " + "; ".join(problems)

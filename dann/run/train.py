@@ -35,7 +35,7 @@ from dann.run.build import build_datamodule, build_method
 from dann.run.callbacks import LAST_CKPT, build_callbacks, signalled
 from dann.run.checkpoints import SafeCheckpointIO
 from dann.run.guard import USER_ERRORS, chance_flag, check_data_root, exit_cleanly, lock_run_dir, unlock_run_dir
-from dann.run.guard import DivergenceWatch, save_hydra_files
+from dann.run.guard import DivergenceWatch, check_network, is_user_error, make_run_dir, save_hydra_files
 from dann.run.launch import in_device_slot, pool_size
 from dann.run.resume import check_resume, check_weights
 from dann.run.resume import settle_run_dir
@@ -92,10 +92,11 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     commit = git_commit()  # of the code the run starts with (the tree may move on during a long run)
     register_custom_domains(cfg.get("domains"))
     validate(cfg)
+    check_network(cfg)  # the model takes the pair's inputs, before any data loads
     quiet_libraries(single_device(cfg.trainer))
     check_data_root(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_run_dir(out)  # one line if it cannot be written in (read-only, full)
     ckpt_dir = out / "checkpoints"
     lock = lock_run_dir(out)  # a second process in this folder fails here, naming the holder
     trainer = model = ckpt_path = None
@@ -174,8 +175,9 @@ OmegaConf.register_new_resolver("dann_pool_size", pool_size, replace=True)
 def main(cfg: DictConfig) -> float:
     try:
         record = in_device_slot(cfg, train)
-    except USER_ERRORS as e:
-        exit_cleanly(e)  # one line on stderr and exit 2, unless HYDRA_FULL_ERROR=1 or in a sweep
+    except (*USER_ERRORS, OSError) as e:
+        if is_user_error(e):  # a full disk or a read-only folder too
+            exit_cleanly(e)  # one line on stderr and exit 2, unless HYDRA_FULL_ERROR=1 or in a sweep
         raise
     except SystemExit as e:  # Lightning's SIGTERMException carries no code: a stopped run must not exit 0
         raise SystemExit(e.code or INTERRUPTED_EXIT) from e

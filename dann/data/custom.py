@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dann.errors import ConfigError
-from dann.data.domains import CorruptDataError, Domain, Split, register
+from dann.data.domains import CorruptDataError, Domain, Split, image_bomb, image_bombs_are_errors, register, too_large
 
 KINDS = ("image_folder", "npz")
 KEYS = ("kind", "train", "test", "test_fraction", "image_size", "num_classes")
@@ -79,16 +79,19 @@ def _image_folder(name: str, folder: Path, size: int | None, classes: list[str])
                           f"split's {classes}; both splits must have the same class folders")
     samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
     imgs, sizes = [], set()
-    for path, _ in tqdm(samples, desc=f"[dann] {name} {folder.name}", unit="img", leave=False):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if size:
-                    im = im.resize((size, size), Image.Resampling.BILINEAR)
-                imgs.append(np.asarray(im))
-                sizes.add(im.size)
-        except OSError as e:
-            raise CorruptDataError(f"domain {name}: cannot decode {path}: {e}; fix or remove the file") from e
+    with image_bombs_are_errors():
+        for path, _ in tqdm(samples, desc=f"[dann] {name} {folder.name}", unit="img", leave=False):
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if size:
+                        im = im.resize((size, size), Image.Resampling.BILINEAR)
+                    imgs.append(np.asarray(im))
+                    sizes.add(im.size)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise image_bomb(f"domain {name}: {path}", e) from None
+            except OSError as e:
+                raise CorruptDataError(f"domain {name}: cannot decode {path}: {e}; fix or remove the file") from e
     if len(sizes) > 1:
         raise ConfigError(f"domains.{name}.image_size: the images of {folder} have several sizes "
                           f"{sorted(sizes)[:5]}; set image_size to resize them all")
@@ -123,6 +126,9 @@ def _npz_check(name: str, key: str, path: Path) -> tuple[np.ndarray, tuple[int, 
                               f"got {y.dtype} {y.shape}")
     if 0 in shape[1:]:
         raise _err(name, key, f"{path}: x holds images of shape {shape[1:]}, with no pixel")
+    bomb = too_large(f"{path}'s x {shape}", int(np.prod(shape, dtype=np.int64)))  # uint8: one byte a value
+    if bomb:
+        raise CorruptDataError(f"domain {name} (domains.{name}.{key}): {bomb}")
     return y, (shape[3] if len(shape) == 4 else 1, shape[1], shape[2])
 
 

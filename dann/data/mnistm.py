@@ -32,8 +32,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from dann.data.domains import (SPLITS, CorruptDataError, DatasetNotFoundError, Domain, Split, cache_path, load_split,
-                               register)
+from dann.data.domains import (SPLITS, CorruptDataError, DatasetNotFoundError, Domain, Split, cache_path, image_bomb,
+                               image_bombs_are_errors, load_split, register)
 from dann.data.download import archive_names, extract, find_archives
 
 BSDS_URL = "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/BSR/BSR_bsds500.tgz"
@@ -59,12 +59,15 @@ def bsds_photos(root: Path) -> list[np.ndarray]:
     if not files:
         raise DatasetNotFoundError(f"no *.jpg in {folder}; place the BSDS500 training photos there")
     photos = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                photos.append(np.asarray(im.convert("RGB")))
-        except OSError as e:
-            raise CorruptDataError(f"cannot decode BSDS500 photo {f}: {e}") from e
+    with image_bombs_are_errors():
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    photos.append(np.asarray(im.convert("RGB")))
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise image_bomb(f, e) from None
+            except OSError as e:
+                raise CorruptDataError(f"cannot decode BSDS500 photo {f}: {e}") from e
     return photos
 
 

@@ -505,3 +505,174 @@ def test_cli_full_disk_is_one_line(mounts, tmp_path):
     one_line_error(out, "dann-train", "No space left on device")
     if (disk / "run" / "results.json").exists():
         assert "No space left on device" in record(disk / "run")["error"]
+
+
+# == "every refusal is one line": dann-data, dann-table, dann-bench, evaluate.py, tsne.py ==============
+def png_claiming(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header says ``width`` x ``height`` (its data is one pixel): PIL refuses it on open."""
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    ihdr = 8 + 8  # signature, then length + "IHDR"
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def npz_domain(tmp: Path, x, y=None) -> list[str]:
+    """``--config`` and ``--root`` of dann-data for a custom npz domain named ``arr`` holding ``x``, ``y``."""
+    import numpy as np
+
+    np.savez(tmp / "arr.npz", x=x, y=np.zeros(len(x), np.int64) if y is None else y)
+    (tmp / "arr.yaml").write_text(f"domains:\n  arr:\n    kind: npz\n    train: {tmp / 'arr.npz'}\n"
+                                  f"    test: {tmp / 'arr.npz'}\n    num_classes: 2\n")
+    return ["prepare", "arr", "--config", str(tmp / "arr.yaml"), "--root", str(tmp / "root")]
+
+
+def write_tar(path: Path, members: dict[str, bytes]) -> Path:
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return path
+
+
+def case_data_read_only_root(tmp, mounts, finished):
+    return ["prepare", "mnist", "--root", str(mounts("ro", read_only=True))], {}, "Read-only file system"
+
+
+def case_data_archive_bomb(tmp, mounts, finished):
+    (tmp / "root").mkdir()
+    write_tar(tmp / "root" / "mnist_m.tar.gz", {"mnist_m/mnist_m_train_labels.txt": b"0.png 1\n",
+                                                "mnist_m/big.bin": bytes(2_000_000)})
+    return (["prepare", "mnist_m", "--root", str(tmp / "root")], {"DANN_MAX_UNPACK_GB": "0.001"},
+            "would unpack to 0.002 GB, more than the 0.001 GB allowed")
+
+
+def case_data_image_bomb(tmp, mounts, finished):
+    for k in ("0", "1"):
+        (tmp / "imgs" / k).mkdir(parents=True)
+        png_claiming(tmp / "imgs" / k / "a.png", 1, 1)
+    png_claiming(tmp / "imgs" / "1" / "b.png", 20_000, 20_000)
+    (tmp / "d.yaml").write_text(f"domains:\n  imgs:\n    kind: image_folder\n    train: {tmp / 'imgs'}\n"
+                                f"    test_fraction: 0.5\n")
+    return (["prepare", "imgs", "--config", str(tmp / "d.yaml"), "--root", str(tmp / "root")], {},
+            "b.png is refused: Image size (400000000 pixels) exceeds limit")
+
+
+def case_data_array_bomb(tmp, mounts, finished):
+    import numpy as np
+
+    return npz_domain(tmp, np.zeros((64, 8, 8), np.uint8)), {"DANN_MAX_UNPACK_GB": "0.000001"}, "would unpack to"
+
+
+def case_data_empty_array(tmp, mounts, finished):
+    import numpy as np
+
+    return npz_domain(tmp, np.zeros((0, 8, 8), np.uint8)), {}, "holds no samples"
+
+
+def case_data_misshaped_array(tmp, mounts, finished):
+    import numpy as np
+
+    return npz_domain(tmp, np.zeros((10, 8), np.uint8)), {}, "x must be uint8 of shape (N,H,W) or (N,H,W,C)"
+
+
+def case_data_images_without_pixels(tmp, mounts, finished):
+    import numpy as np
+
+    return npz_domain(tmp, np.zeros((10, 0, 8), np.uint8)), {}, "with no pixel"
+
+
+def case_table_read_only_out(tmp, mounts, finished):
+    return [str(finished), "--out", str(mounts("ro", read_only=True) / "t.md")], {}, "Read-only file system"
+
+
+def case_table_read_only_png(tmp, mounts, finished):
+    return [str(finished), "--png", str(mounts("ro", read_only=True) / "t.png")], {}, "Read-only file system"
+
+
+def case_bench_bad_pair(tmp, mounts, finished):
+    return ["--pairs", "mnist_mnistmm", "--steps", "8", "--warmup", "2"], {}, "unknown pair 'mnist_mnistmm'"
+
+
+def case_bench_bad_override(tmp, mounts, finished):
+    return ["--pairs", "moons", "--steps", "8", "--warmup", "2", "+optim.lerning_rate=1"], {}, "optim.lerning_rate"
+
+
+def case_bench_override_for_another_input(tmp, mounts, finished):
+    return (["--pairs", "moons", "--steps", "8", "--warmup", "2", "model=mnist"], {},
+            "model.arch=mnist cannot take inputs of shape (2,)")
+
+
+def case_evaluate_read_only_out(tmp, mounts, finished):
+    return ([str(finished), "--domain", "moons_rot35", "--out", str(mounts("ro", read_only=True) / "t.md")], {},
+            "Read-only file system")
+
+
+def case_tsne_read_only_out(tmp, mounts, finished):
+    return [str(finished), "--n", "50", "--out", str(mounts("ro", read_only=True) / "t.png")], {}, "Read-only"
+
+
+ENTRY_POINTS = {"dann-data": ["-m", "dann.data.cli"], "dann-table": ["-m", "dann.report.cli"],
+                "dann-bench": ["-m", "dann.bench"], "evaluate": [str(ROOT / "scripts" / "evaluate.py")],
+                "tsne": [str(ROOT / "scripts" / "tsne.py")]}
+REFUSALS = {name[5:]: fn for name, fn in dict(globals()).items() if name.startswith("case_")}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_every_entry_point_refuses_in_one_line(finished, tmp_path, mounts, case):
+    entry = {"data": "dann-data", "table": "dann-table", "bench": "dann-bench", "evaluate": "evaluate",
+             "tsne": "tsne"}[case.split("_")[0]]
+    argv, env, says = REFUSALS[case](tmp_path, mounts, finished)
+    out = subprocess.run([sys.executable, *ENTRY_POINTS[entry], *argv], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600, env=cli_env(PYTHONPATH=str(ROOT), **env))
+    one_line_error(out, entry, says)
+
+
+# == the rule "archives and label files stay in bounds" ==============================================
+def secret_png(path: Path) -> Path:
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), "red").save(path)  # decodes fine: only its name can stop it being read
+    return path
+
+
+@pytest.mark.parametrize("name", ["../../secret.png", "/ABS/secret.png"], ids=["dotdot", "absolute"])
+@pytest.mark.parametrize("domain", ["mnist_m", "syn_signs"])
+def test_a_labels_file_cannot_name_an_image_outside_its_folder(tmp_path, domain, name):
+    from dann.data.domains import CorruptDataError, load_split
+
+    root = tmp_path / "root"
+    name = name.replace("/ABS", str(tmp_path))
+    secret_png(tmp_path / "secret.png")
+    if domain == "mnist_m":
+        for split in ("train", "test"):
+            (root / "mnist_m" / f"mnist_m_{split}").mkdir(parents=True)
+            (root / "mnist_m" / f"mnist_m_{split}_labels.txt").write_text(f"{name} 1\n")
+    else:
+        (root / "syn_signs" / "train").mkdir(parents=True)
+        (root / "syn_signs" / "train_labelling.txt").write_text(f"{name} 1 0.9\n")
+    with pytest.raises(CorruptDataError, match=r"image name .*secret\.png.* (has a '\.\.' component|is an absolute)"):
+        load_split(domain, "train", root)
+
+
+def test_extraction_caps_what_it_writes_and_the_cap_can_be_raised(tmp_path, monkeypatch):
+    from dann.data import download as dl
+    from dann.data.domains import UnsafeArchiveError
+
+    archive = write_tar(tmp_path / "a.tar.gz", {"d/marker.txt": b"x", "d/big.bin": bytes(3_000_000)})
+    monkeypatch.setenv("DANN_MAX_UNPACK_GB", "0.002")
+    with pytest.raises(UnsafeArchiveError, match=r"would unpack to 0\.003 GB.*DANN_MAX_UNPACK_GB"):
+        dl.extract(archive, tmp_path / "out", "marker.txt")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))  # nothing kept
+    monkeypatch.setenv("DANN_MAX_UNPACK_GB", "0.01")  # the documented override
+    assert (dl.extract(archive, tmp_path / "out", "marker.txt") / "big.bin").stat().st_size == 3_000_000

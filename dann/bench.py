@@ -382,6 +382,32 @@ def _machine_load() -> tuple[float, int] | None:
         return None
 
 
+def check_runs(pairs: list[str], overrides: list[list[str]]) -> str | None:
+    """What is wrong with a pair or an override, as one line, before any loop is spawned (each loop
+    would otherwise fail in its own process, its traceback pasted into the table); or None.
+    Each pair is composed with each loop's overrides and validated as dann-train would."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from dann.config import CONF_DIR, validate
+    from dann.errors import ConfigError
+    from dann.run.guard import check_network
+
+    known = sorted(p.stem for p in Path(CONF_DIR, "pair").glob("*.yaml"))
+    for pair in pairs:
+        if pair not in known:
+            return f"--pairs: unknown pair {pair!r}; known: {', '.join(known)}"
+        for extra in overrides:
+            try:
+                cfg = _pair_cfg(pair, ["output_dir=.", *extra])  # the loops set their own folder
+                validate(cfg)
+                check_network(cfg)
+            except (HydraException, OmegaConfBaseException, ConfigError) as e:
+                first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+                return f"{pair} with {' '.join(extra) or 'no override'}: {first}"
+    return None
+
+
 def _spawn(mode: str, pair: str, a, extra: list[str], label: str | None = None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "dann.bench", "--_worker", mode, pair, str(a.steps), str(a.warmup),
            "1" if a.synthetic else "0", str(a.workers), *extra]
@@ -394,8 +420,10 @@ def _spawn(mode: str, pair: str, a, extra: list[str], label: str | None = None) 
             print(f"[bench] {pair}: {mode} " + (f"{r['ms_per_step']:.1f} ms/step" if "ms_per_step" in r else "done"),
                   file=sys.stderr, flush=True)
             return r
-    print(f"[bench] {pair}: {mode} failed (exit code {p.returncode})", file=sys.stderr, flush=True)
-    return {"error": (p.stderr or p.stdout)[-800:]}
+    # the table gets the error's last line, not a traceback; the run ends with a non-zero status
+    last = next((ln.strip() for ln in reversed((p.stderr or p.stdout).splitlines()) if ln.strip()), "no output")
+    print(f"[bench] {pair}: {mode} failed (exit code {p.returncode}): {last}", file=sys.stderr, flush=True)
+    return {"error": last}
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -456,6 +484,10 @@ def cli(argv: list[str] | None = None) -> int:
         loops = {f"method={n}": ("framework", [f"method={n}", *a.overrides, *speed]) for n in names} | \
             {"floor": ("floor", speed)}
     modes = list(loops)
+    problem = check_runs(a.pairs, [loops[m][1] for m in modes if loops[m][0] == "framework"])
+    if problem:
+        print(f"dann-bench: error: {problem}", file=sys.stderr)
+        return 2
     dev = _device()
     res: dict[str, Any] = {"device": torch.cuda.get_device_name() if dev.type == "cuda" else f"cpu x{os.cpu_count()}",
                            "torch": torch.__version__, "steps": a.steps, "warmup": a.warmup, "pairs": {}}
@@ -507,7 +539,11 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"\n{busy}")
     if a.out:
         print(f"\nJSON: {a.out}")
-    return 0
+    failed = [f"{pair} {m}" for pair, r in res["pairs"].items() for m in modes if "error" in r[m]]
+    if failed:
+        print(f"dann-bench: error: {len(failed)} loop(s) failed: {', '.join(failed)} (their errors are in the table)",
+              file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ keyword-only ``__init__`` arguments (see :class:`dann.methods.base.DAMethod`).
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +28,8 @@ from dann.start import read_start
 
 # conf/ sits beside the package in the repository (install with `pip install -e .`).
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+FLOAT32_MAX = 3.4028234663852886e38  # the largest float32: weights are float32
 
 __all__ = ["CONF_DIR", "ConfigError", "validate", "method_class", "method_options", "method_names"]
 
@@ -104,7 +107,11 @@ class OptimSpec:
     fused: bool = False
 
     def check(self) -> None:
-        _require(self.lr > 0, "optim.lr", self.lr, "a learning rate > 0 (the paper: 0.01)")
+        # a float32 weight update overflows past FLOAT32_MAX: the first step would be a NaN, after the data loads
+        _require(0 < self.lr < FLOAT32_MAX, "optim.lr", self.lr,
+                 "a learning rate > 0 (the paper: 0.01) and below 3.4e38, past which float32 weights overflow")
+        for k in ("weight_decay", "alpha", "beta"):
+            _require(math.isfinite(getattr(self, k)), f"optim.{k}", getattr(self, k), "a finite number")
         _require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "a value in [0, 1)")
         _require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a value >= 0")
         _require(self.alpha >= 0 and self.beta >= 0, "optim.alpha/optim.beta", (self.alpha, self.beta),
@@ -304,6 +311,9 @@ def validate_trainer(t: Mapping[str, Any]) -> None:
              "auto (15 evaluations a run), an integer >= 1 (steps) or a fraction in (0, 1]")
     lg = t.get("log_every_n_steps", 50)
     _require(_is_int(lg) and lg >= 1, "trainer.log_every_n_steps", lg, "an integer >= 1")
+    dev = t.get("devices", "auto")
+    _require(dev not in (0, [], "0", "", None) and not (_is_int(dev) and dev < -1), "trainer.devices", dev,
+             "auto, -1 (all), a number of devices >= 1 or a list of device indices")
 
 
 def validate(cfg: DictConfig) -> None:

@@ -13,7 +13,9 @@ target domain reproduces its recorded target test accuracy.
 
 Custom domains are those declared in the run's config. SA runs are refused: their aligned
 classifier belongs to their target's subspace (evaluate the source-only run they sit on).
-The data root is the run's (``data.root``) unless --root is given.
+The data root is --root, else $DANN_DATA_DIR, else ~/.cache/dann (never the record's own
+``data.root``: a run folder is data, checked before use, see dann.run.build.load_run). Every
+refusal is one line, ``evaluate: error: ...``, and exit status 2.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 from pathlib import Path
 
 from dann.install import require_torch_pair
+from dann.report.render import md
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="also write the markdown table here")
     a = ap.parse_args(argv)
     require_torch_pair("evaluate.py")  # before torchvision is imported: one line if it cannot be
-    from dann.run.build import domain_split, load_run, run_record
+    from dann.run.build import RECEIVED_ERRORS, domain_split, load_run, run_record
     from dann.selection import accuracy
     head = ["run", "method", "seed", "pair", "recorded tgt acc"] + [f"{d} ({a.split})" for d in a.domain]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -50,17 +53,23 @@ def main(argv: list[str] | None = None) -> int:
             for d in a.domain:
                 s = domain_split(dm, d, a.split)
                 cells.append(f"{accuracy(model, s):.4f} (n={len(s):,})")
-        except (KeyError, ValueError, FileNotFoundError) as e:
+        except RECEIVED_ERRORS as e:
             print(f"evaluate: error: {run}: {e.args[0] if e.args else e}", file=sys.stderr)
             return 2
         rec_acc = rec.get("metrics", {}).get("test/tgt_acc")
-        lines.append("| " + " | ".join([run.name, rec["method"], str(rec["seed"]), f"{rec['source']} -> {rec['target']}",
-                                         "n/a" if rec_acc is None else f"{rec_acc:.4f}", *cells]) + " |")
+        lines.append("| " + " | ".join(map(md, [run.name, rec["method"], rec["seed"],
+                                                 f"{rec.get('source')} -> {rec.get('target')}",
+                                                 "n/a" if rec_acc is None else f"{rec_acc:.4f}", *cells])) + " |")
         print(f"evaluate: {run} done", file=sys.stderr, flush=True)
     table = "\n".join(lines) + "\n"
     print(table, end="")
     if a.out:
-        a.out.write_text(table)
+        try:
+            a.out.write_text(table)
+        except OSError as e:
+            print(f"evaluate: error: --out {a.out}: cannot write it ({e.strerror}); give a writable path",
+                  file=sys.stderr)
+            return 2
     return 0
 
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from dann.install import require_torch_pair
+from dann.report.render import plain
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,23 +25,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("tsne.png"))
     ap.add_argument("--n", type=int, default=1000, help="points per domain")
     a = ap.parse_args(argv)
+    if a.n < 2:
+        ap.error(f"--n {a.n}: give at least 2 points per domain")
     require_torch_pair("tsne.py")  # before torchvision is imported: one line if it cannot be
     from dann.report.features import extract_features, proxy_a_distance, save_tsne
-    from dann.run.build import load_run
+    from dann.run.build import RECEIVED_ERRORS, load_run
     panels = []
     for run in a.runs:
         try:
             rec, dm, model = load_run(run)
-        except (KeyError, ValueError, FileNotFoundError) as e:  # e.g. a checkpoint refused as unsafe
+        except RECEIVED_ERRORS as e:  # e.g. a checkpoint refused as unsafe, a record that is not one
             print(f"tsne: error: {run}: {e.args[0] if e.args else e}", file=sys.stderr)
             return 2
         fs, ys = extract_features(model.features, dm.src_test, a.n)
         ft, yt = extract_features(model.features, dm.tgt_test, a.n)
         pad = proxy_a_distance(fs, ft)
-        title = f"{rec['method']} (tgt acc {rec['metrics'].get('test/tgt_acc', float('nan')):.3f}, PAD {pad:.2f})"
+        acc = rec["metrics"].get("test/tgt_acc")
+        title = f"{plain(rec['method'])} (tgt acc {acc if acc is None else f'{acc:.3f}'}, PAD {pad:.2f})"
         print(f"{run}: {title}")
-        panels.append((title, fs, ft, ys, yt))
-    save_tsne(panels, a.out)
+        panels.append((title.replace("$", r"\$"), fs, ft, ys, yt))  # a $ would start matplotlib's math mode
+    try:
+        save_tsne(panels, a.out)
+    except OSError as e:
+        print(f"tsne: error: --out {a.out}: cannot write it ({e.strerror}); give a writable path", file=sys.stderr)
+        return 2
     print(f"t-SNE: {a.out}")
     return 0
 

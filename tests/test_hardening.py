@@ -109,8 +109,9 @@ def test_crafted_checkpoint_is_refused_by_rescore(finished, tmp_path):
 
 
 @pytest.mark.parametrize("how", ["auto", "path"])
-def test_crafted_checkpoint_is_refused_on_resume(finished, tmp_path, how):
-    run = copy_run(finished, tmp_path / "run")
+def test_crafted_checkpoint_is_refused_on_resume(finished, interrupted, tmp_path, how):
+    # resume=auto reads the checkpoint of an unfinished run (a finished one it leaves alone)
+    run = copy_run(interrupted if how == "auto" else finished, tmp_path / "run")
     ckpt = run / "checkpoints" / "last.ckpt"
     marker = tmp_path / "pwned"
     poison(ckpt, marker)
@@ -215,6 +216,7 @@ def test_a_second_process_in_a_run_folder_fails_at_once_naming_the_holder(tmp_pa
         while not (run / "metrics.csv").exists() and first.poll() is None and time.time() < deadline:
             time.sleep(0.5)  # metrics.csv: the first run is training
         assert first.poll() is None, first.stderr.read()[-3000:]
+        hydra_files = {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()}
         second = subprocess.run(dann_train_cmd(run, *long, "trainer.max_steps=5"), cwd=tmp_path, env=cli_env(), capture_output=True,
                                 text=True, timeout=180)
         assert first.poll() is None  # the first run was not disturbed
@@ -222,6 +224,8 @@ def test_a_second_process_in_a_run_folder_fails_at_once_naming_the_holder(tmp_pa
         assert str(run) in second.stderr and f"pid {first.pid}" in second.stderr, second.stderr[-3000:]
         assert "Traceback" not in second.stderr
         assert not (run / "results.json").exists()  # the second wrote no record
+        # nor rewrote the first one's .hydra/ (Hydra used to, before any check ran): issue #33
+        assert {p.name: p.read_bytes() for p in (run / ".hydra").iterdir()} == hydra_files
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(120)
@@ -266,7 +270,7 @@ def test_cli_refused_resume_is_one_clean_line(tmp_path):
     train(make_cfg(tmp_path / "run", *MOONS, "logger=csv"))
     before = (tmp_path / "run" / "results.json").read_bytes()
     out = cli(tmp_path, *MOONS, "resume=auto", "optim.lr=0.1")
-    assert_clean_error(out, "optim.lr: 0.5 (checkpoint) -> 0.1 (now)")
+    assert_clean_error(out, "optim.lr: 0.5 (finished run) -> 0.1 (now)")  # compared with its record
     assert (tmp_path / "run" / "results.json").read_bytes() == before
 
 

@@ -7,7 +7,8 @@
     dann-data prepare my_photos --config my.yaml   (custom domains from a YAML `domains:` mapping)
 
 The data root is --root, else $DANN_DATA_DIR, else ~/.cache/dann. Data errors (missing or
-corrupt files, bad declarations, unknown names) print one message and exit with code 2.
+corrupt files, bad declarations, unknown names, a read-only or full data root, an archive or
+array over $DANN_MAX_UNPACK_GB) print one message and exit with code 2.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def cli(argv: list[str] | None = None) -> int:
                               f"known domains: "
                               f"{', '.join(sorted(REGISTRY))} (declare your own with --config FILE.yaml)")
         return args.fn(args)
-    except (DataError, ConfigError) as e:
+    except (DataError, ConfigError, OSError) as e:  # OSError: a read-only or full data root, named by its path
         print(f"dann-data: error: {e}", file=sys.stderr)
         return 2
 

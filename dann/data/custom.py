@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from dann.errors import ConfigError
-from dann.data.domains import CorruptDataError, Domain, Split, register
+from dann.data.domains import CorruptDataError, Domain, Split, image_bomb, image_bombs_are_errors, register, too_large
 
 KINDS = ("image_folder", "npz")
 KEYS = ("kind", "train", "test", "test_fraction", "image_size", "num_classes")
@@ -79,16 +79,19 @@ def _image_folder(name: str, folder: Path, size: int | None, classes: list[str])
                           f"split's {classes}; both splits must have the same class folders")
     samples = make_dataset(str(folder), class_to_idx, extensions=IMG_EXTENSIONS)
     imgs, sizes = [], set()
-    for path, _ in tqdm(samples, desc=f"[dann] {name} {folder.name}", unit="img", leave=False):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if size:
-                    im = im.resize((size, size), Image.Resampling.BILINEAR)
-                imgs.append(np.asarray(im))
-                sizes.add(im.size)
-        except OSError as e:
-            raise CorruptDataError(f"domain {name}: cannot decode {path}: {e}; fix or remove the file") from e
+    with image_bombs_are_errors():
+        for path, _ in tqdm(samples, desc=f"[dann] {name} {folder.name}", unit="img", leave=False):
+            try:
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if size:
+                        im = im.resize((size, size), Image.Resampling.BILINEAR)
+                    imgs.append(np.asarray(im))
+                    sizes.add(im.size)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise image_bomb(f"domain {name}: {path}", e) from None
+            except OSError as e:
+                raise CorruptDataError(f"domain {name}: cannot decode {path}: {e}; fix or remove the file") from e
     if len(sizes) > 1:
         raise ConfigError(f"domains.{name}.image_size: the images of {folder} have several sizes "
                           f"{sorted(sizes)[:5]}; set image_size to resize them all")
@@ -97,8 +100,8 @@ def _image_folder(name: str, folder: Path, size: int | None, classes: list[str])
 
 
 # -- npz arrays ---------------------------------------------------------------------------
-def _npz_check(name: str, key: str, path: Path) -> np.ndarray:
-    """Validate ``x`` from its header only (no pixel is read) and return ``y``."""
+def _npz_check(name: str, key: str, path: Path) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Validate ``x`` from its header only (no pixel is read); return ``y`` and one sample's shape (C, H, W)."""
     try:
         with zipfile.ZipFile(path) as z:
             members = {m.removesuffix(".npy") for m in z.namelist()}
@@ -121,7 +124,12 @@ def _npz_check(name: str, key: str, path: Path) -> np.ndarray:
     if y.ndim != 1 or len(y) != shape[0] or not np.issubdtype(y.dtype, np.integer):
         raise _err(name, key, f"{path}: y must be integer labels of shape ({shape[0]},) like x; "
                               f"got {y.dtype} {y.shape}")
-    return y
+    if 0 in shape[1:]:
+        raise _err(name, key, f"{path}: x holds images of shape {shape[1:]}, with no pixel")
+    bomb = too_large(f"{path}'s x {shape}", int(np.prod(shape, dtype=np.int64)))  # uint8: one byte a value
+    if bomb:
+        raise CorruptDataError(f"domain {name} (domains.{name}.{key}): {bomb}")
+    return y, (shape[3] if len(shape) == 4 else 1, shape[1], shape[2])
 
 
 def _npz(name: str, path: Path) -> Split:
@@ -164,6 +172,7 @@ def _declare(name: str, spec: Mapping[str, Any]) -> Domain:
             raise _err(name, split, f"{p} is not an existing {'folder' if want_dir else '.npz file'}")
 
     classes: list[str] = []
+    sample: tuple[int, ...] | None = (3, size, size) if size else None  # image folders are read as RGB
     if kind == "image_folder":
         classes = _classes(name, "train", paths["train"])
         if "test" in paths and (test_classes := _classes(name, "test", paths["test"])) != classes:
@@ -173,7 +182,10 @@ def _declare(name: str, spec: Mapping[str, Any]) -> Domain:
         if spec.get("num_classes") not in (None, k):
             raise _err(name, "num_classes", f"{spec['num_classes']} but {paths['train']} has {k} class folders")
     else:
-        ys = {s: _npz_check(name, s, p) for s, p in paths.items()}
+        checked = {s: _npz_check(name, s, p) for s, p in paths.items()}
+        ys = {s: y for s, (y, _) in checked.items()}
+        shapes = {(c, size or h, size or w) for _, (c, h, w) in checked.values()}
+        sample = shapes.pop() if len(shapes) == 1 else None
         for s, y in ys.items():
             if not len(y):
                 raise _err(name, s, f"{paths[s]} holds no samples")
@@ -210,7 +222,7 @@ def _declare(name: str, spec: Mapping[str, Any]) -> Domain:
     signature = json.dumps([resolved, _files_digest(list(paths.values()))], sort_keys=True, default=str)
     digest = hashlib.sha1(signature.encode()).hexdigest()[:10]
     return Domain(name, k, build, doc=f"custom {kind}: {paths['train']}", cache_key=f"custom-{name}-{digest}",
-                  raw_files=lambda root: all(Path(p).exists() for p in paths.values()))
+                  raw_files=lambda root: all(Path(p).exists() for p in paths.values()), shape=sample)
 
 
 def register_custom_domains(spec: Mapping[str, Any] | None) -> list[str]:

@@ -14,6 +14,9 @@ domain do the work once.
 from __future__ import annotations
 
 import os
+import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,6 +45,56 @@ class CorruptDataError(DataError):
 
 class UnsafeArchiveError(CorruptDataError):
     """An archive member would land outside the folder it is extracted to, or is a device file."""
+
+
+#: what one archive or array may unpack to, in GB (the largest real domain unpacks to under 2 GB):
+#: more is a decompression bomb, refused before anything is written. $DANN_MAX_UNPACK_GB overrides it.
+MAX_UNPACK_GB = 20.0
+UNPACK_ENV = "DANN_MAX_UNPACK_GB"
+
+
+def max_unpack_bytes() -> int:
+    """The unpack cap in bytes: ``$DANN_MAX_UNPACK_GB`` if set (a number of GB), else :data:`MAX_UNPACK_GB`."""
+    raw = os.environ.get(UNPACK_ENV, "").strip()
+    try:
+        gb = float(raw) if raw else MAX_UNPACK_GB
+    except ValueError:
+        raise DataError(f"${UNPACK_ENV}={raw!r} is not a number of GB (unset it for {MAX_UNPACK_GB:g})") from None
+    return int(gb * 1e9)
+
+
+def too_large(what: str, size: int) -> str | None:
+    """Why ``what``, unpacking to ``size`` bytes, is refused (over :func:`max_unpack_bytes`), or None."""
+    cap = max_unpack_bytes()
+    if size <= cap:
+        return None
+    return (f"{what} would unpack to {size / 1e9:.3g} GB, more than the {cap / 1e9:.3g} GB allowed: a "
+            f"decompression bomb, or a larger dataset than dann knows (then raise ${UNPACK_ENV})")
+
+
+def image_bomb(path: object, e: BaseException) -> "CorruptDataError":
+    """PIL's decompression-bomb error or warning (an image of ~90 million pixels or more) as ours, naming the file."""
+    return CorruptDataError(f"{path} is refused: {e} An image this large is not a sample of a dataset; remove it")
+
+
+@contextmanager
+def image_bombs_are_errors():
+    """Within the block, PIL's DecompressionBombWarning (90-180 million pixels) raises, as its
+    DecompressionBombError (more) does: catch both with :func:`image_bomb`."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
+def outside_name(name: str) -> str | None:
+    """Why a file name read from a labels file would lead out of its folder (absolute, ``..``), or None."""
+    if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:[/\\]", name):
+        return "is an absolute path"
+    if ".." in re.split(r"[/\\]", name):
+        return "has a '..' component"
+    return None
 
 
 @dataclass
@@ -74,6 +127,9 @@ class Domain:
     raw_files: Callable[[Path], bool] | None = None
     #: False for domains generated offline from nothing the user provides
     needs_raw: bool = True
+    #: the shape of one sample, (C, H, W) or (D,), when known before loading: a run's network is
+    #: checked against it before any data loads (None: checked once the data is loaded)
+    shape: tuple[int, ...] | None = None
 
 
 REGISTRY: dict[str, Domain] = {}

@@ -16,6 +16,9 @@
   absolute name, a ``..`` component, a link leading out of the folder, a hard link to a file
   outside it, a device or FIFO raises :class:`UnsafeArchiveError` naming the archive and the
   member, and the partial folder is removed. Nothing is ever written outside that folder.
+* Nor more than it can hold: members are counted as they are extracted, and an archive that
+  would unpack to more than ``$DANN_MAX_UNPACK_GB`` (20 GB unless set) or than the free space
+  is refused before the member that crosses it is written (a decompression bomb).
 
 Downloads run only when asked for: set ``DANN_DOWNLOAD=1`` (or call ``dann.data.real.download``).
 Compute nodes are often offline and torchvision's downloader has no timeout, so a build
@@ -44,7 +47,7 @@ from torchvision.datasets.utils import calculate_md5, download_url
 from tqdm import tqdm
 
 from dann.data.domains import (ChecksumError, CorruptDataError, DataError, DatasetNotFoundError,
-                               UnsafeArchiveError)
+                               UnsafeArchiveError, too_large)
 
 DOWNLOAD_ENV = "DANN_DOWNLOAD"
 TIMEOUT_S = 60  # per connection attempt and per read: a dead mirror is skipped, not waited for forever
@@ -261,13 +264,32 @@ def _unsafe(archive: Path, member: str, why: str) -> UnsafeArchiveError:
                               f"a trusted copy there")
 
 
+def _bounded(archive: Path, dest: Path, total: int, coming: int) -> None:
+    """Refuse to go on when the members extracted so far and the ``coming`` bytes add up to ``total``,
+    more than the unpack cap, or ``coming`` is more than ``dest``'s free space (checked before
+    each member is written: nothing past either is)."""
+    why = too_large(str(archive), total)
+    if why:
+        raise UnsafeArchiveError(f"{why}. Nothing of it was kept")
+    free = shutil.disk_usage(dest).free
+    if coming > free:
+        raise DataError(f"{archive} unpacks to at least {total / 1e9:.3g} GB, and {dest.parent} has "
+                        f"{free / 1e9:.3g} GB free at that point: free space or put the data root elsewhere")
+
+
 def _extract_members(archive: Path, dest: Path) -> None:
-    """Extract every member of a zip or tar archive into the new folder ``dest``, checking each first."""
+    """Extract every member of a zip or tar archive into the new folder ``dest``, checking each
+    first: its name and kind, and the total size written so far (:func:`_bounded`). A member's
+    size is what its header says, and what is written: zipfile and tarfile write no more."""
     dest.mkdir()
     root = os.path.realpath(dest)
+    total = 0
     if archive.name.lower().endswith(".zip"):
         with zipfile.ZipFile(archive) as z:
-            for info in z.infolist():
+            infos = z.infolist()
+            size = sum(i.file_size for i in infos)  # a zip says every size up front
+            _bounded(archive, dest, size, size)
+            for info in infos:
                 why = _zip_problem(info, root)
                 if why:
                     raise _unsafe(archive, info.filename, why)
@@ -278,6 +300,8 @@ def _extract_members(archive: Path, dest: Path) -> None:
             why = _tar_problem(m, root)
             if why:
                 raise _unsafe(archive, m.name, why)
+            total += m.size
+            _bounded(archive, dest, total, m.size)
             if m.isdir():  # made here with the default mode (tarfile would make it 0o700)
                 os.makedirs(os.path.join(root, m.name), exist_ok=True)
                 continue

@@ -75,7 +75,7 @@ from torchvision.datasets.mnist import read_image_file, read_label_file
 from tqdm import tqdm
 
 from dann.data.domains import (CorruptDataError, DataError, DatasetNotFoundError, Domain, Split, default_root,
-                               register)
+                               image_bomb, image_bombs_are_errors, outside_name, register)
 from dann.data.download import (Remote, downloads_enabled, extract, fetch, fetch_remote, find_archives, md5sum,
                                  sha256sum, verify)
 
@@ -229,6 +229,8 @@ def _decode(path: Path, size: tuple[int, int], roi: tuple[int, int, int, int, in
             return np.asarray(im)
     except FileNotFoundError as e:
         raise CorruptDataError(f"{path} is listed but missing: the copy is incomplete") from e
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise image_bomb(path, e) from None
     except (OSError, SyntaxError, ValueError, ZeroDivisionError) as e:
         raise CorruptDataError(f"{path} cannot be decoded as an image ({e}); the copy is corrupt, replace it") from e
 
@@ -238,9 +240,19 @@ def _decode_all(paths: Sequence[Path], size: tuple[int, int], desc: str,
                 strict: bool = False) -> torch.Tensor:
     """Decode images into one (N, 3, H, W) uint8 tensor, with a tqdm bar."""
     out = np.empty((len(paths), size[1], size[0], 3), dtype=np.uint8)
-    for i, p in enumerate(tqdm(paths, desc=f"[dann] {desc}", unit="img", mininterval=1.0)):
-        out[i] = _decode(p, size, rois[i] if rois is not None else None, strict)
+    with image_bombs_are_errors():
+        for i, p in enumerate(tqdm(paths, desc=f"[dann] {desc}", unit="img", mininterval=1.0)):
+            out[i] = _decode(p, size, rois[i] if rois is not None else None, strict)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _listed(folder: Path, name: str, where: str) -> Path:
+    """``folder / name`` for an image a labels file lists; CorruptDataError if the name leads out of ``folder``."""
+    why = outside_name(name)
+    if why:
+        raise CorruptDataError(f"{where}: the image name {name!r} {why}: a labels file names images in its own "
+                               f"folder only. The file is damaged or was tampered with: replace it with a trusted copy")
+    return folder / name
 
 
 def _split_indices(n: int, n_train: int, seed: int, split: str) -> np.ndarray:
@@ -341,6 +353,7 @@ def build_mnist_m(root: Path, split: str) -> Split:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             raise CorruptDataError(f"{labels_file}:{i}: expected 'name label', got {line!r}")
+        _listed(img_dir, parts[0], f"{labels_file}:{i}")
         names.append(parts[0])
         ys.append(int(parts[1]))
     y = _labels(ys, 10, str(labels_file))
@@ -505,6 +518,7 @@ def build_syn_signs(root: Path, split: str) -> Split:
             continue
         if len(parts) < 2 or not parts[1].lstrip("-").isdigit():
             raise CorruptDataError(f"{lab}:{i}: expected 'train/NNNNN.png class score', got {line!r}")
+        _listed(d, parts[0], f"{lab}:{i}")
         if parts[0] in first:  # keep the first line of a repeated name
             dups += 1
             conflicts += first[parts[0]] != int(parts[1])
@@ -580,7 +594,7 @@ def _gtsrb_rows(img_root: Path) -> tuple[list[Path], list[tuple[int, int, int, i
                 w, h, x1, y1, x2, y2, c = (int(v) for v in row[1:8])
             except ValueError as e:
                 raise CorruptDataError(f"{csv_path}:{i}: malformed row {row}") from e
-            paths.append(cdir / row[0])
+            paths.append(_listed(cdir, row[0], f"{csv_path}:{i}"))
             rois.append((w, h, x1, y1, x2, y2))
             ys.append(c)
     return paths, rois, ys
@@ -648,15 +662,15 @@ def _gtsrb_present(root: Path) -> bool:
         find_archives(folder, GTSRB_ARCHIVE_PATTERNS))
 
 
-register(Domain("mnist", 10, build_mnist, doc="MNIST digits, 1x28x28, 60,000 train / 10,000 test",
+register(Domain("mnist", 10, build_mnist, shape=(1, 28, 28), doc="MNIST digits, 1x28x28, 60,000 train / 10,000 test",
                 raw_files=mnist_raw_present))
-register(Domain("mnist_m", 10, build_mnist_m, raw_files=_mnist_m_present,
+register(Domain("mnist_m", 10, build_mnist_m, raw_files=_mnist_m_present, shape=(3, 32, 32),
                 doc="MNIST-M (Ganin et al.): MNIST blended with BSDS500 patches, 3x32x32, 59,001 / 9,001"))
-register(Domain("svhn", 10, build_svhn, doc="SVHN cropped digits, 3x32x32, 73,257 / 26,032 (label 10 -> 0)",
-                raw_files=_svhn_present))
+register(Domain("svhn", 10, build_svhn, shape=(3, 32, 32),
+                doc="SVHN cropped digits, 3x32x32, 73,257 / 26,032 (label 10 -> 0)", raw_files=_svhn_present))
 register(Domain("syn_numbers", 10, build_syn_numbers, raw_files=_syn_numbers_present,
-                doc="SynNumbers (Ganin & Lempitsky): synthetic house numbers, 3x32x32"))
-register(Domain("syn_signs", 43, build_syn_signs, raw_files=_syn_signs_present,
+                shape=(3, 32, 32), doc="SynNumbers (Ganin & Lempitsky): synthetic house numbers, 3x32x32"))
+register(Domain("syn_signs", 43, build_syn_signs, raw_files=_syn_signs_present, shape=(3, 40, 40),
                 doc="SynSigns (Moiseev et al.): synthetic traffic signs, 3x40x40; fixed 90/10 train/test split"))
-register(Domain("gtsrb", 43, build_gtsrb, raw_files=_gtsrb_present,
+register(Domain("gtsrb", 43, build_gtsrb, raw_files=_gtsrb_present, shape=(3, 40, 40),
                 doc="GTSRB official training set, ROI crops at 3x40x40; fixed 31,367 train / 7,842 test split"))

@@ -708,11 +708,11 @@ def build_syn_signs_gen_photo(root: Path, split: str) -> Split:
     return _build_syn_signs(root, split, with_photos=True)
 
 
-register(Domain("syn_numbers_gen", 10, build_syn_numbers_gen, needs_raw=False,
+register(Domain("syn_numbers_gen", 10, build_syn_numbers_gen, needs_raw=False, shape=(3, 32, 32),
                 doc="SynNumbers regenerated offline from matplotlib's fonts, 3x32x32, 100,000/10,000 "
                     "(the release has 479,400/9,553); not the release's images"))
-register(Domain("syn_signs_gen", 43, build_syn_signs_gen, needs_raw=False,
+register(Domain("syn_signs_gen", 43, build_syn_signs_gen, needs_raw=False, shape=(3, 40, 40),
                 doc="SynSigns regenerated offline (procedural GTSRB pictograms), 3x40x40, 100,000/10,000; "
                     "not the release's images"))
-register(Domain("syn_signs_gen_photo", 43, build_syn_signs_gen_photo, raw_files=bsds_present,
+register(Domain("syn_signs_gen_photo", 43, build_syn_signs_gen_photo, raw_files=bsds_present, shape=(3, 40, 40),
                 doc="syn_signs_gen with half the backgrounds cut from BSDS500 photos (needs them)"))

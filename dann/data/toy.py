@@ -33,7 +33,7 @@ def _moons_domain(angle_deg: float, seed_offset: int) -> Callable[[Path, str], S
     return build
 
 
-register(Domain("moons", 2, _moons_domain(0.0, 0), cache=False,
+register(Domain("moons", 2, _moons_domain(0.0, 0), cache=False, shape=(2,),
                 doc="two inter-twinning moons, 300 train / 1000 test points (section 5.1)"))
-register(Domain("moons_rot35", 2, _moons_domain(35.0, 100), cache=False,
+register(Domain("moons_rot35", 2, _moons_domain(35.0, 100), cache=False, shape=(2,),
                 doc="a separate sample of the moons rotated by 35 degrees (section 5.1's target)"))

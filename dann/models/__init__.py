@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dann.errors import ConfigError
+
 ARCHS = ("shallow", "mnist", "svhn", "gtsrb")
+#: what each network takes (its first layers decide)
+ARCH_INPUTS = {"shallow": "it takes feature vectors (D,)", "mnist": "it takes images (C, H, W) of at least 16x16",
+               "svhn": "it takes images (C, H, W)", "gtsrb": "it takes images (C, H, W) of at least 32x32"}
 
 
 @dataclass
@@ -91,7 +96,13 @@ def build_nets(arch: str, in_shape: tuple[int, ...], num_classes: int, hidden: i
                dropout: float = 0.5) -> Nets:
     """Build the paper's network ``arch`` for inputs of shape ``in_shape`` (C,H,W or D)."""
     f = _features(arch, tuple(in_shape), hidden)
-    d = feature_dim(f, tuple(in_shape))
+    try:
+        d = feature_dim(f, tuple(in_shape))
+    except RuntimeError as e:  # torch's shape error, deep in the first forward pass
+        raise ConfigError(f"model.arch={arch} cannot take inputs of shape {tuple(in_shape)} "
+                          f"({(str(e).splitlines() or [''])[0]}): {ARCH_INPUTS[arch]}. Choose the model of the "
+                          f"pair's input (model=shallow for feature vectors such as the moons), or set pair.image_size"
+                          ) from None
     # the label predictor first, then the domain classifier: the order of random initialisation
     cls = build_classifier(arch, d, num_classes, dropout)
     return Nets(f, cls, build_discriminator(arch, d, dropout), d, arch, dropout)

@@ -14,6 +14,15 @@ from dann.report.table_figures import save_curves_png, save_png
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``dann-table``; returns the exit status: 0, or 2 with one ``dann-table: error:`` line."""
+    try:
+        return table(argv)
+    except OSError as e:  # an --out, --png or --curves that cannot be written (read-only, full), named
+        print(f"dann-table: error: {e}", file=sys.stderr)
+        return 2
+
+
+def table(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="dann-table", description=__doc__.split("\n\n")[0])
     ap.add_argument("run_dirs", nargs="*", help="folders searched recursively for results.json (or such files)")
     ap.add_argument("--wandb", metavar="ENTITY/PROJECT", help="read the runs from the W&B API instead")

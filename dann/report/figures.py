@@ -127,14 +127,20 @@ def save_learning_curves(metrics_csv: Path, path: Path, title: str = "") -> Path
 
 
 def save_run_figures(model, dm, out: Path, title: str) -> dict[str, Path]:
-    """Learning curves for every run; decision boundaries for 2-D pairs."""
+    """Learning curves for every run; decision boundaries for 2-D pairs. A figure that cannot be
+    written (a full disk) is a warning: the run's record is written before, and stays."""
+    import logging
+
     figs: dict[str, Path] = {}
-    if (out / "metrics.csv").exists():
-        p = save_learning_curves(out / "metrics.csv", out / "learning_curves.png", title=title)
-        if p:
-            figs["learning_curves"] = p
-    x = dm.split("src", "train").x
-    if x.dim() == 2 and x.shape[1] == 2:
-        figs["decision_boundary"] = save_decision_boundary(model, dm, out / "decision_boundary.png",
-                                                           title=title.split(", seed")[0])
+    try:
+        if (out / "metrics.csv").exists():
+            p = save_learning_curves(out / "metrics.csv", out / "learning_curves.png", title=title)
+            if p:
+                figs["learning_curves"] = p
+        x = dm.split("src", "train").x
+        if x.dim() == 2 and x.shape[1] == 2:
+            figs["decision_boundary"] = save_decision_boundary(model, dm, out / "decision_boundary.png",
+                                                               title=title.split(", seed")[0])
+    except OSError as e:
+        logging.getLogger(__name__).warning("the run's figures were not all written (%s); its record is", e)
     return figs

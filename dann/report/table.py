@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
+from dann.records import evaluation_problem, evaluations_file_problem
 from dann.report.paper import METHODS as PAPER_METHODS
 from dann.report.paper import PAIRS as PAPER_PAIRS
 from dann.report.paper import PAPER_GAP, STAND_INS, gap_closed, paper_protocol, paper_value
@@ -127,6 +128,8 @@ class Table:
     unrecorded: list[Path] = field(default_factory=list)
     # records read more than once (identical copies of one run): (path read, [its copies])
     copies: list[tuple[str, list[str]]] = field(default_factory=list)
+    # finished runs whose training loss diverged (dann.run.guard.DivergenceWatch), not averaged: (path, step)
+    diverged: list[tuple[str, int]] = field(default_factory=list)
 
     def column(self, label: str) -> Column:
         return self.columns.get(label) or Column(label)
@@ -352,11 +355,28 @@ def split(runs: list[Run], which: Callable[[str], bool], what: str) -> tuple[dic
     return groups, [split_note(what, sorted(groups))] if keys else []
 
 
+def run_evaluations(record: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """The evaluations of a record's run, checked like the record (:func:`dann.records.evaluation_problem`):
+    ``(rows, "")``, or ``([], why)`` when its ``evaluations.jsonl`` cannot be used."""
+    from dann.selection import EVALS_FILE, record_evaluations
+
+    problem = evaluations_file_problem(Path(record["_path"]).parent / EVALS_FILE) if record.get("_path") else None
+    if problem is None:
+        try:
+            evals = record_evaluations(record)
+            problem = evaluation_problem(evals)
+        except Exception as e:  # noqa: BLE001 - a received file: whatever it holds, it is listed, not crashed on
+            problem = f"{type(e).__name__}: {e}"
+    return ([], f"its evaluations.jsonl is unusable: {problem}") if problem else (evals, "")
+
+
 def selected_value(record: dict[str, Any], rule: str) -> tuple[float | None, str]:
     """The target accuracy ``rule`` picks from the run's ``evaluations.jsonl`` (None, why) if it cannot."""
-    from dann.selection import record_evaluations, select
+    from dann.selection import select
 
-    evals = record_evaluations(record)
+    evals, why = run_evaluations(record)
+    if why:
+        return None, f"--select {rule}: {why}"
     if not evals:
         return None, f"--select {rule}: the run has no evaluations.jsonl (probe.enabled=false, or no evaluation)"
     try:
@@ -389,10 +409,13 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
     setting of the differing keys; then, within a column, a method's runs (with one selection rule)
     that differ in a method option (``method.*``) go to one row per setting.
     """
-    failed, skipped, runs = [], [], []
+    failed, skipped, runs, diverged = [], [], [], []
     for r in sorted(records, key=lambda r: (str(r["pair"]), str(r["method"]), str(r["seed"]))):
         if r["status"] != "finished":
             failed.append(r)
+            continue
+        if r.get("diverged_at_step") is not None:  # its numbers are those of blown-up weights
+            diverged.append((r.get("_path", "?"), r["diverged_at_step"]))
             continue
         if select and select != "last":  # another checkpoint of the run, chosen by a selection rule
             v, why = selected_value(r, select)
@@ -407,6 +430,7 @@ def build_table(records: list[dict[str, Any]], unreadable: list[tuple[Path, str]
             continue
         runs.append(Run(r, float(v), protocol(r, merge)))
     t = Table(metric, {}, failed, list(unreadable), skipped)
+    t.diverged = diverged
     t.merged = list(merge)
     t.copies = [(r.get("_path", "?"), r["_copies"]) for r in records if r.get("_copies")]
     t.collapsed = [(r.record.get("_path", "?"), r.record["collapsed_at_step"]) for r in runs

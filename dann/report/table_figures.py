@@ -7,8 +7,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 from dann.report.figures import pyplot, save_fig
-from dann.report.table import Table
-from dann.selection.evaluations import record_evaluations
+from dann.report.table import Table, run_evaluations
+
+
+def text(s: str) -> str:
+    """A label from a record as matplotlib shows it literally (a ``$`` would start its math mode)."""
+    return str(s).replace("$", r"\$")
 
 
 OFF_PROTOCOL = "≠"  # over a paper bar or line: the cell's runs left the paper's protocol (Table.off_protocol)
@@ -40,7 +44,7 @@ def save_png(t: Table, path: str | Path) -> Path:
         xs = [j - 0.4 + (2 * i + 0.5) * width for j in range(len(pairs))]
         cells = [t.cells.get((p, m)) for p in pairs]
         have = [(x, c) for x, c in zip(xs, cells) if c]
-        ax.bar([x for x, _ in have], [c.mean for _, c in have], width, color=col, label=f"{m} (ours)",
+        ax.bar([x for x, _ in have], [c.mean for _, c in have], width, color=col, label=f"{text(m)} (ours)",
                yerr=[c.std or 0 for _, c in have], capsize=2)
         for x, c in zip(xs, cells):  # a missing cell is written as such, never drawn as a zero bar
             if not c:
@@ -48,13 +52,13 @@ def save_png(t: Table, path: str | Path) -> Path:
         paper = [t.paper(p, m)[0] for p in pairs]
         if any(v is not None for v in paper):
             ax.bar([x + width for x in xs], [v or 0 for v in paper], width, color=col, alpha=0.35, hatch="//",
-                   edgecolor=col, label=f"{m} (paper)")
+                   edgecolor=col, label=f"{text(m)} (paper)")
         for x, p, v in zip(xs, pairs, paper):  # beside runs of another protocol the paper's bar says so
             if v is not None and t.off_protocol(p, m):
                 ax.text(x + width, v + 0.01, OFF_PROTOCOL, ha="center", va="bottom", fontsize=9, color=col)
                 off = True
     ax.set_xticks(range(len(pairs)))
-    ax.set_xticklabels([p.replace(" [", "\n[").replace(", ", ",\n") for p in pairs], fontsize=8)
+    ax.set_xticklabels([text(p).replace(" [", "\n[").replace(", ", ",\n") for p in pairs], fontsize=8)
     ax.set_ylabel(t.metric)
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0),  # outside: bars stay visible
@@ -78,10 +82,11 @@ def curves(t: Table) -> tuple[dict[tuple[str, str], list[Curve]], list[str]]:
     missing = []
     for key, c in t.cells.items():
         for r, seed in zip(c.records, c.seeds):
-            evals = [e for e in record_evaluations(r)
-                     if isinstance(e.get("tgt_acc"), (int, float)) and e["tgt_acc"] == e["tgt_acc"]]  # not NaN
+            rows, why = run_evaluations(r)
+            evals = [e for e in rows if isinstance(e.get("tgt_acc"), (int, float)) and e["tgt_acc"] == e["tgt_acc"]]
             if not evals:
-                missing.append(f"{r.get('_path', '?')} ({key[1]} on {key[0]}, seed {seed}): no evaluations.jsonl")
+                missing.append(f"{r.get('_path', '?')} ({key[1]} on {key[0]}, seed {seed}): "
+                               f"{why or 'no evaluations.jsonl'}")
                 continue
             out.setdefault(key, []).append(Curve(seed, [int(e["step"]) for e in evals],
                                                  [float(e["tgt_acc"]) for e in evals]))
@@ -120,7 +125,7 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
             for c in runs:
                 ax.plot(c.steps, c.accs, color=col, lw=0.7, alpha=0.45)
             steps, mean = mean_curve(runs)
-            handles[i] = ax.plot(steps, mean, color=col, lw=2.0, label=m)[0]
+            handles[i] = ax.plot(steps, mean, color=col, lw=2.0, label=text(m))[0]
             paper = t.paper(p, m)[0]
             if paper is not None:
                 ax.axhline(paper, color=col, lw=0.8, ls="--")
@@ -130,7 +135,7 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
                     off = True
         n = sorted({len(runs) for (q, _), runs in data.items() if q == p})
         per_row = f"{n[0]}" if n[0] == n[-1] else f"{n[0]}-{n[-1]}"
-        ax.set_title(p.replace(" [", "\n[") + f"  ({per_row} {'run' if n[-1] == 1 else 'runs'} per row)", fontsize=9)
+        ax.set_title(text(p).replace(" [", "\n[") + f"  ({per_row} {'run' if n[-1] == 1 else 'runs'} per row)", fontsize=9)
         ax.set_xlabel("step")
         # from step 0 to the panel's last evaluation: columns of the same length get the same axis,
         # whichever steps their runs happened to evaluate at
@@ -138,7 +143,7 @@ def save_curves_png(t: Table, path: str | Path) -> tuple[Path | None, list[str]]
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))  # 15,000-step labels stay apart
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend([handles[i] for i in sorted(handles)], [t.methods[i] for i in sorted(handles)], fontsize=7,
+    axes[0][-1].legend([handles[i] for i in sorted(handles)], [text(t.methods[i]) for i in sorted(handles)], fontsize=7,
                        loc="upper left", bbox_to_anchor=(1.01, 1.0), title="thin: seeds, thick: mean,\ndashed: paper"
                        + (f"\n{OFF_PROTOCOL}: runs not on the paper's\nprotocol (see the table)" if off else ""),
                        title_fontsize=7)

@@ -11,15 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dann.config import method_class, method_options
+from dann.config import CONF_DIR, method_class, method_names, method_options
 from dann.data.custom import register_custom_domains
 from dann.data.datamodule import DeviceSplit, DomainPairDataModule, harmonise
-from dann.data.domains import Split, get_domain, load_split
+from dann.data.domains import DataError, Split, get_domain, load_split
+from dann.errors import CheckpointError, ConfigError
 from dann.methods.base import DAMethod
 from dann.models import build_nets
-from dann.run.checkpoints import load_checkpoint
+from dann.records import RESULTS_FILE, check_record
+from dann.run.checkpoints import fit_problems, load_checkpoint
 from dann.run.start import load_start
 
 
@@ -53,38 +55,95 @@ def build_method(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int
     return model
 
 
+#: what reading a run folder someone sent can raise, each with a message naming the file and what
+#: is wrong: the scripts print it as one line
+RECEIVED_ERRORS = (KeyError, ValueError, OSError, DataError)
+
+
 def run_record(run_dir: Path) -> dict[str, Any]:
-    """A finished run's results record; exits with a message if it or the final checkpoint is missing."""
+    """A finished run's results record, checked (:func:`dann.records.check_record`);
+    FileNotFoundError if it or the final checkpoint is missing, ValueError if it is not a record."""
     run_dir = Path(run_dir)
-    if not (run_dir / "results.json").is_file():
-        raise SystemExit(f"{run_dir}: no results.json (give the directory of a finished run)")
+    if not (run_dir / RESULTS_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir}: no {RESULTS_FILE} (give the folder of a finished run)")
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     if not ckpt.exists():
-        raise SystemExit(f"{ckpt} not found: this needs the run's final checkpoint (checkpoint.keep=true)")
-    return json.loads((run_dir / "results.json").read_text())
+        raise FileNotFoundError(f"{ckpt} not found: this needs the run's final checkpoint (checkpoint.keep=true)")
+    try:
+        rec = json.loads((run_dir / RESULTS_FILE).read_text())
+        check_record(rec)
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{run_dir / RESULTS_FILE} is not a usable record: {e}") from None
+    return rec
+
+
+def known_method_targets() -> set[str]:
+    """The method classes this dann knows: the ``_target_`` of each ``conf/method/*.yaml``."""
+    return {str(OmegaConf.load(p).get("_target_")) for p in Path(CONF_DIR, "method").glob("*.yaml")}
+
+
+def _interpolation(node: Any, key: str = "") -> str | None:
+    """The first key under ``node`` whose string holds ``${`` (an OmegaConf interpolation), or None."""
+    if isinstance(node, dict):
+        return next((k for k2, v in node.items() if (k := _interpolation(v, f"{key}.{k2}" if key else str(k2)))), None)
+    if isinstance(node, list):
+        return next((k for i, v in enumerate(node) if (k := _interpolation(v, f"{key}[{i}]"))), None)
+    return key if isinstance(node, str) and "${" in node else None
+
+
+def received_config(rec: dict[str, Any], where: Any) -> DictConfig:
+    """A record's config as a DictConfig, checked before anything in it is used: no ``${...}``
+    (a record is written resolved: OmegaConf would resolve one when it is read, e.g.
+    ``${oc.env:...}``), and a method class this dann knows (``_target_`` is imported: only a
+    class of ``conf/method/*.yaml`` is, never one a file names). ConfigError naming the key."""
+    config = rec.get("config")
+    if not isinstance(config, dict) or not config:
+        raise ConfigError(f"{where}: the record holds no config to rebuild the run from")
+    key = _interpolation(config)
+    if key:
+        raise ConfigError(f"{where}: config.{key} holds an interpolation ${{...}}; records are written resolved, so "
+                          f"this one was not written by dann-train, and it is not resolved here")
+    method = config.get("method") if isinstance(config.get("method"), dict) else {}
+    target, name = method.get("_target_"), method.get("name")
+    if target is not None and str(target) not in known_method_targets():
+        raise ConfigError(f"{where}: method._target_={target!r} is not a method class of this dann (those of "
+                          f"conf/method/*.yaml); a record's class is imported only then. For a method of your "
+                          f"own, put its yaml in conf/method/")
+    if target is None and name not in method_names():
+        raise ConfigError(f"{where}: method.name={name!r} is not a method of this dann; known: "
+                          f"{', '.join(method_names())}")
+    return OmegaConf.create(config)
 
 
 def load_run(run_dir: Path, root: Path | None = None, rec: dict[str, Any] | None = None
              ) -> tuple[dict[str, Any], Any, Any]:
     """A finished run's (record, datamodule set up for test, model with its final weights):
-    the run's own config (its custom domains registered) rebuilds both; ``root``: the data
-    root to read the domains from instead of the run's ``data.root``; ``rec``: the record, if
-    already read with :func:`run_record`."""
+    the run's own config (:func:`received_config`; its custom domains registered) rebuilds both.
+    ``root``: the data root to read the domains from, else ``$DANN_DATA_DIR`` or ~/.cache/dann:
+    never the record's ``data.root``, a folder of the machine that wrote it (a cache would be
+    created there). ``rec``: the record, if already read with :func:`run_record`."""
     rec = rec if rec is not None else run_record(run_dir)
     ckpt = Path(run_dir) / "checkpoints" / "last.ckpt"
-    state = load_checkpoint(ckpt)  # refuses a file that would run code; read before any data loads
-    if rec.get("steps") is not None and state.get("global_step") != rec["steps"]:
-        raise ValueError(f"{ckpt} holds the weights of step {state.get('global_step')}, but the record "
+    full = load_checkpoint(ckpt)  # refuses a file that would run code; read before any data loads
+    if rec.get("steps") is not None and full.get("global_step") != rec["steps"]:
+        raise ValueError(f"{ckpt} holds the weights of step {full.get('global_step')}, but the record "
                          f"(results.json) reports step {rec['steps']}: its accuracies are not this network's; "
                          f"retrain the run, or use a run whose final checkpoint was kept")
-    cfg = OmegaConf.create(rec["config"])
-    if root is not None:
-        cfg.data.root = str(root)
+    cfg = received_config(rec, Path(run_dir) / RESULTS_FILE)
+    with open_dict(cfg):
+        cfg.setdefault("data", {})
+        cfg.data.root = str(root) if root is not None else None
     register_custom_domains(cfg.get("domains"))
     dm = build_datamodule(cfg)
     dm.setup("test")
     model = build_method(cfg, dm.input_shape, dm.num_classes, start=False)  # its own final weights, below
-    model.load_state_dict(state["state_dict"])
+    state = full["state_dict"]
+    problems = fit_problems(model, state)
+    if problems:
+        raise CheckpointError(f"{ckpt} does not fit the network its record describes (method {cfg.method.name}, "
+                              f"model.arch {cfg.model.arch}): " + "; ".join(problems) + ". It was written by another "
+                              f"run or another version of dann")
+    model.load_state_dict(state)
     model.eval()
     return rec, dm, model
 

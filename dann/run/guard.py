@@ -4,8 +4,10 @@ that learnt something, and one clean line for the errors a user can fix.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -14,8 +16,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytorch_lightning as pl
 from filelock import FileLock, Timeout
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from dann.data.domains import DataError, default_root, get_domain
@@ -59,6 +63,27 @@ def holder(out: Path) -> str:
         return "pid unknown: it has only just started"
 
 
+HYDRA_DIR = ".hydra"
+
+
+def save_hydra_files(out: Path, cfg: DictConfig) -> None:
+    """Write Hydra's ``.hydra/`` (config.yaml, hydra.yaml, overrides.yaml) into ``out``, once the
+    run may start there. conf/train.yaml turns Hydra's own writing off (``hydra.output_subdir:
+    null``): Hydra wrote them before any check ran, so a process refused in the folder of another
+    run (busy, or holding a run) rewrote that run's. Nothing outside a Hydra job (tests, sweeps'
+    jobs write theirs the same way)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    if not HydraConfig.initialized() or getattr(rank_zero_only, "rank", 0) != 0:
+        return
+    hc = HydraConfig.instance().cfg
+    d = Path(out) / HYDRA_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    for name, node in (("config.yaml", cfg), ("hydra.yaml", hc), ("overrides.yaml", hc.hydra.overrides.task)):
+        atomic_write_text(d / name, OmegaConf.to_yaml(node))
+
+
 def unlock_run_dir(out: Path, lock: FileLock | None) -> None:
     if lock is not None:
         # the owner file outlives only a killed run: dann-table names such folders
@@ -91,6 +116,48 @@ def check_data_root(cfg: DictConfig) -> None:
                           f"there: {fix}") from None
 
 
+# -- the network and the pair's inputs, before any data loads ---------------------------------------
+def pair_input_shape(cfg: DictConfig) -> tuple[int, ...] | None:
+    """The shape the pair's samples reach the network in (``pair.channels``, ``pair.image_size``
+    applied to the domains' own shapes), or None when a domain's shape is only known once loaded.
+    :class:`ConfigError` when the two domains cannot be brought to one shape."""
+    p = cfg.pair
+    shapes = {}
+    for side in ("source", "target"):
+        d = get_domain(p[side])
+        if d.shape is None:
+            return None
+        if len(d.shape) != 3:  # feature vectors: channels and size do not apply
+            shapes[side] = tuple(d.shape)
+            continue
+        c, h, w = d.shape
+        ch, size = p.get("channels"), p.get("image_size")
+        if ch and c not in (1, ch):
+            raise ConfigError(f"pair.channels={ch}: pair.{side}={d.name} has {c}-channel images, which convert to "
+                              f"no other count (grey images are replicated to any); set pair.channels={c} or null")
+        shapes[side] = (ch or c, size or h, size or w)
+    if shapes["source"] != shapes["target"]:
+        raise ConfigError(f"pair.source={p.source} gives inputs of shape {shapes['source']} and pair.target={p.target} "
+                          f"{shapes['target']}: set pair.channels and pair.image_size so both reach one shape")
+    return shapes["source"]
+
+
+def check_network(cfg: DictConfig) -> None:
+    """:class:`ConfigError` unless ``model.arch`` takes the pair's inputs (built without memory, on
+    the meta device): an architecture for another pair's input or an image size too small for its
+    convolutions otherwise fails only after the data has loaded."""
+    import torch
+
+    from dann.models import build_nets
+
+    shape = pair_input_shape(cfg)
+    if shape is None:
+        return
+    with torch.device("meta"):
+        build_nets(cfg.model.arch, shape, get_domain(cfg.pair.source).num_classes, hidden=cfg.model.get("hidden", 15),
+                   dropout=cfg.model.get("dropout", 0.5))
+
+
 # -- a source classifier at chance ----------------------------------------------------------------
 #: a run is at chance when its source test accuracy is at most this far above chance
 CHANCE_MARGIN = 0.05
@@ -116,9 +183,94 @@ def chance_flag(metrics: dict[str, float], dm: Any, lr: float) -> dict[str, Any]
     return {"chance_acc": round(chance, 4), "source_at_chance": bool(at)}
 
 
+# -- a training loss that diverged ------------------------------------------------------------------
+#: a logged training loss this many times that of a uniform guess (ln K) has diverged: no network
+#: that learns gets there, only one whose weights blow up (the moons with optim.lr=1e3: 4x this
+#: within 40 steps; healthy runs stay within a few ln K)
+DIVERGED_FACTOR = 1000.0
+
+
+class DivergenceWatch(pl.Callback):
+    """Flag a run whose logged training loss reaches :data:`DIVERGED_FACTOR` x ln K, finite or not
+    (a non-finite one stops the run: :class:`dann.run.callbacks.FiniteLossGuard`). The run goes
+    on; its record's ``diverged_at_step`` names the first such logged step, a warning says so, and
+    ``dann-table`` lists it instead of averaging it."""
+
+    def __init__(self, num_classes: int):
+        self.limit = DIVERGED_FACTOR * math.log(max(num_classes, 2))
+        self.diverged_at_step: int | None = None
+        self.loss: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"diverged_at_step": self.diverged_at_step, "loss": self.loss}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.diverged_at_step, self.loss = state.get("diverged_at_step"), state.get("loss")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        if self.diverged_at_step is not None or trainer.global_step % max(trainer.log_every_n_steps, 1):
+            return  # only where the step just logged (no extra host sync)
+        v = trainer.callback_metrics.get("train/loss")
+        if v is not None and abs(float(v)) >= self.limit:
+            self.diverged_at_step, self.loss = int(trainer.global_step), float(v)
+            log.warning("the training loss diverged at step %d: train/loss %.3g, over %g x ln K (%.3g); the run goes "
+                        "on, but its numbers mean nothing. The record says diverged_at_step and dann-table does not "
+                        "average it. Lower optim.lr or clip the gradients (+trainer.gradient_clip_val=...).",
+                        self.diverged_at_step, self.loss, DIVERGED_FACTOR, self.limit)
+
+
 # -- the CLI: one line for the errors a user can fix -------------------------------------------------
 #: errors whose message says what is wrong and how to fix it: the CLI prints it alone
 USER_ERRORS = (ConfigError, DataError, CheckpointError, ResumeError, RunDirBusy)
+#: errors of the machine a user can fix: a full disk or quota, a read-only or forbidden folder
+MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def is_user_error(e: BaseException) -> bool:
+    """Whether ``e`` is one the CLI says in one line: :data:`USER_ERRORS`, or an OSError of
+    :data:`MACHINE_ERRNOS` (its message names the file)."""
+    return isinstance(e, USER_ERRORS) or (isinstance(e, OSError) and e.errno in MACHINE_ERRNOS)
+
+
+def writable_problem(folder: Path) -> str | None:
+    """Why a run cannot write in ``folder`` (created if need be), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        return e.strerror or str(e)
+    return None
+
+
+def make_run_dir(out: Path, key: str = "output_dir") -> None:
+    """Create the run folder; :class:`ConfigError` naming ``key`` if it cannot be written in."""
+    why = writable_problem(Path(out))
+    if why:
+        raise ConfigError(f"{key}={out}: cannot write there ({why}); give the run a folder you can write in "
+                          f"(hydra.run.dir=... or output_dir=...)")
+
+
+class CheckRunDir(Callback):
+    """Hydra callback: refuse a run (or sweep) folder that cannot be written in before Hydra
+    starts the job, whose log file there would fail first, with a traceback."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> None:
+        folder = Path(str(OmegaConf.select(config, key)))
+        why = writable_problem(folder)
+        if why:
+            e = ConfigError(f"{key}={folder}: cannot write there ({why}); give the run a folder you can write in "
+                            f"({key}=...)")
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise e
+            print(f"dann-train: error: {e}", file=sys.stderr)
+            sys.exit(2)
 
 
 def exit_cleanly(e: BaseException) -> None:

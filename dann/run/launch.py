@@ -24,6 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dann.records import atomic_write_text, read_records
+from dann.report.render import md
 
 
 def pool_size(per_gpu: int = 1, cpu_jobs: int = 2) -> int:
@@ -86,10 +87,11 @@ def summary_markdown(records: list[dict[str, Any]], bad: list) -> str:
             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(records, key=lambda r: (r["pair"], r["method"], r["seed"])):
         m = r.get("metrics", {})
-        f = lambda k: f"{m[k]:.4f}" if k in m else "—"  # noqa: E731
-        rows.append(f"| {r['pair']} | {r['method']} | {r['seed']} | {r['steps']} | {f('test/src_acc')} | "
-                    f"{f('test/tgt_acc')} | {r['status']} | {r['wall_time_s']:.1f} |")
-    rows += [f"| unreadable: {p} | {why} |||||||" for p, why in bad]
+        f = lambda k: f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "—"  # noqa: E731
+        wall = f"{r['wall_time_s']:.1f}" if r["wall_time_s"] is not None else "—"
+        rows.append(f"| {md(r['pair'])} | {md(r['method'])} | {r['seed']} | {r['steps']} | {f('test/src_acc')} | "
+                    f"{f('test/tgt_acc')} | {md(r['status'])} | {wall} |")
+    rows += [f"| unreadable: {md(p)} | {md(why)} |||||||" for p, why in bad]
     return "\n".join(rows) + "\n"
 
 

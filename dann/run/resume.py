@@ -14,24 +14,39 @@ one run of two protocols. So a resume compares the resolved config saved in the 
 source-only run's network that way. The weights must then fit the new method's network
 (:func:`check_weights`).
 
+Added and removed keys are differences too (``+trainer.gradient_clip_val=...`` on a resume
+would clip half a run). One exception keeps older checkpoints resumable: a key the checkpoint
+lacks is accepted at the value ``conf/train.yaml`` gives it, i.e. a key a newer dann added
+to the defaults. Such a key must default to what dann did before it existed (the rule
+:data:`dann.report.table.ADDED_KEYS` states for the table); any other value is refused.
+
 A checkpoint written before configs were saved in checkpoints is compared with the config
 of its run folder's ``results.json`` (an interrupted or failed run writes one); with neither,
 the resume goes on with a warning that nothing could be compared.
+
+A run folder holds one run (:func:`settle_run_dir`): a new run in a folder that holds one is
+refused before anything in the folder changes, and ``resume=auto`` in a finished run's folder
+(a sweep run again) returns its record untouched.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
+from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from dann.errors import ResumeError
-from dann.records import RESULTS_FILE
-from dann.run.checkpoints import CONFIG_KEY, load_checkpoint
+from dann.records import OWNER_FILE, RESULTS_FILE, RUN_MARKERS, check_record
+from dann.run.checkpoints import CONFIG_KEY, fit_problems, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +83,39 @@ def _covered(key: str, keys: tuple[str, ...]) -> bool:
     return any(key == k or key.startswith(k + ".") for k in keys)
 
 
-def differences(saved: dict[str, Any], now: dict[str, Any], may_change: tuple[str, ...]) -> list[str]:
-    """``"key: old (checkpoint) -> new (now)"`` for each key outside ``may_change`` that differs.
-    A key the saved config lacks was added to the config since: it is not compared."""
+@lru_cache(maxsize=1)
+def train_yaml_defaults() -> dict[str, Any]:
+    """``conf/train.yaml``'s own values, flattened (``{"data.mean_of": "pooled", ...}``)."""
+    from omegaconf import OmegaConf
+
+    from dann.config import CONF_DIR
+
+    raw = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "train.yaml"), resolve=False)
+    return {k: v for k, v in flatten(raw).items() if not k.startswith(("defaults", "hydra."))}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def differences(saved: dict[str, Any], now: dict[str, Any], may_change: tuple[str, ...],
+                was: str = "checkpoint") -> list[str]:
+    """``"key: old (checkpoint) -> new (now)"`` for each key outside ``may_change`` that differs,
+    one the saved config lacks or one the new config lacks included (shown ``(absent)``). A key
+    the saved config lacks at its ``conf/train.yaml`` value was added to dann's defaults since
+    the checkpoint was written: it is not a difference."""
     old, new = flatten(saved), flatten(now)
+    defaults = train_yaml_defaults()
     out = []
     for k in sorted(set(old) | set(new)):
-        if _covered(k, may_change) or k not in old:
+        if _covered(k, may_change):
             continue
-        a, b = old[k], new.get(k, ABSENT)
-        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
-            out.append(f"{k}: {shown(a)} (checkpoint) -> {ABSENT if b is ABSENT else shown(b)} (now)")
+        if k not in old and k in defaults and _same(new[k], defaults[k]):
+            continue
+        a, b = old.get(k, ABSENT), new.get(k, ABSENT)
+        if a is ABSENT or b is ABSENT or not _same(a, b):
+            out.append(f"{k}: {ABSENT if a is ABSENT else shown(a)} ({was}) -> {ABSENT if b is ABSENT else shown(b)} "
+                       f"(now)")
     return out
 
 
@@ -123,22 +160,84 @@ def check_weights(model: pl.LightningModule, ckpt: dict[str, Any] | None, ckpt_p
     instead of torch's ``load_state_dict`` error halfway through Lightning's restore."""
     if ckpt is None:
         return
-    have = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["state_dict"].items()}
-    if have == got:
+    problems = fit_problems(model, ckpt["state_dict"])
+    if not problems:
         return
     saved = saved_config(ckpt, Path(ckpt_path)) or {}
     theirs = (saved.get("method") or {}).get("name", "?"), (saved.get("model") or {}).get("arch", "?")
-    problems = []
-    lacks, extra = sorted(set(have) - set(got)), sorted(set(got) - set(have))
-    if lacks:
-        problems.append("this run's network has weights the checkpoint lacks: " + ", ".join(lacks))
-    if extra:
-        problems.append("the checkpoint has weights this run's network lacks: " + ", ".join(extra))
-    shapes = [f"{k} {got[k]} vs {have[k]}" for k in sorted(set(have) & set(got)) if have[k] != got[k]]
-    if shapes:
-        problems.append("shapes differ (checkpoint vs now): " + ", ".join(shapes))
     raise ResumeError(
         f"resume={cfg.get('resume')} refused: the checkpoint's network (method {theirs[0]}, model.arch {theirs[1]}) "
         f"does not fit this run's (method {cfg.method.name}, model.arch {cfg.model.arch}): " + "; ".join(problems)
         + ". Resume with the method and model the checkpoint was trained with.")
+
+
+# -- one run per run folder ----------------------------------------------------------------------
+#: what a run leaves in its folder (Hydra's ``.hydra/`` and log are not a run: Hydra writes them first)
+RUN_FILES = (RESULTS_FILE, *(m for m in RUN_MARKERS if m != OWNER_FILE), "metrics.before_resume.csv", "wandb")
+#: an attempt that left no checkpoint restarts from step 0: its files are kept under this suffix
+RESTARTED = ".restarted-{stamp}"
+
+
+def held_run(out: Path) -> list[str]:
+    """The files of a run already in ``out`` (:data:`RUN_FILES`), if any."""
+    return [m for m in RUN_FILES if (Path(out) / m).exists()]
+
+
+def folder_record(out: Path) -> dict[str, Any] | None:
+    """The record in ``out``, if it is a readable one (an unreadable record counts as none)."""
+    try:
+        rec = json.loads((Path(out) / RESULTS_FILE).read_text())
+        check_record(rec)
+        return rec
+    except (OSError, ValueError):
+        return None
+
+
+def settle_run_dir(cfg: DictConfig, out: Path, ckpt_path: str | None) -> dict[str, Any] | None:
+    """Decide what this run may do in ``out``, before anything in it changes.
+
+    * a new run (no ``resume``, or another run's checkpoint) in a folder that holds a run:
+      :class:`ResumeError` naming ``resume=auto`` and a fresh folder (it would append to the
+      other run's ``evaluations.jsonl`` and curves, and its record would pick from both);
+    * ``resume=auto`` where a finished run with this config lies: that record, returned as is
+      (a sweep run again; nothing is rewritten, no second W&B run starts);
+    * ``resume=auto`` where an unfinished run lies: its record's config must be this one
+      (a resume is the same run or nothing); without a checkpoint the attempt restarts from
+      step 0, so its evaluations and curve are set aside (``<file>.restarted-<time>``).
+
+    Returns the finished record, or None when the run goes on.
+    """
+    out = Path(out)
+    held = held_run(out)
+    if not held:
+        return None
+    rank0 = getattr(rank_zero_only, "rank", 0) == 0  # DDP: rank 0 decides; the others only read
+    r = cfg.get("resume")
+    own = r == "auto" or (ckpt_path is not None and
+                          Path(ckpt_path).resolve() == (out / "checkpoints" / "last.ckpt").resolve())
+    rec = folder_record(out)
+    if not own and rank0:
+        what = f"a {rec['status']} run" if rec else "a run"
+        raise ResumeError(
+            f"{out} already holds {what} ({', '.join(held)}); a new run there would mix its evaluations, curves "
+            f"and record with that run's. Continue that run with resume=auto, or give this one a fresh folder "
+            f"(hydra.run.dir=... or output_dir=...)")
+    # with a checkpoint to continue from, check_resume compares with the checkpoint's own config
+    if rec is not None and (rec["status"] == "finished" or ckpt_path is None):
+        now = OmegaConf.to_container(cfg, resolve=True)
+        diff = differences(rec.get("config") or {}, now, MAY_CHANGE, was=f"{rec['status']} run")
+        if diff:
+            raise ResumeError(
+                f"resume={r} refused: {out} holds a {rec['status']} run of another config, and a resume would "
+                f"mix the two in one run:\n  " + "\n  ".join(diff) + "\nRun it with that run's values, or start "
+                f"a new run in a fresh folder (hydra.run.dir=... or output_dir=...).")
+        if rec["status"] == "finished":
+            # on stderr, not in the log: the run's train.log is left as it was too
+            print(f"dann-train: {out} holds this run, finished: its record is left as it was", file=sys.stderr)
+            return rec
+    if ckpt_path is None and rank0:  # nothing to continue from: this attempt starts at step 0
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        for name in ("evaluations.jsonl", "metrics.csv", "metrics.before_resume.csv"):
+            if (out / name).exists():
+                os.replace(out / name, out / (name + RESTARTED.format(stamp=stamp)))
+    return None

@@ -35,9 +35,10 @@ from dann.run.build import build_datamodule, build_method
 from dann.run.callbacks import LAST_CKPT, build_callbacks, signalled
 from dann.run.checkpoints import SafeCheckpointIO
 from dann.run.guard import USER_ERRORS, chance_flag, check_data_root, exit_cleanly, lock_run_dir, unlock_run_dir
+from dann.run.guard import DivergenceWatch, check_network, is_user_error, make_run_dir, save_hydra_files
 from dann.run.launch import concurrent_jobs, in_device_slot, pool_size
-from dann.run.resume import check_resume, check_weights
 from dann.run.overrides import refusal, unknown_keys
+from dann.run.resume import check_resume, check_weights, settle_run_dir
 from dann.run.loggers import build_loggers, finish_wandb, merge_csv, set_aside_csv, wandb_summary
 from dann.run.quiet import quiet_libraries, single_device
 from dann.run.search import objective_tag, search_record
@@ -48,6 +49,7 @@ from dann.selection import final_scores, read_evaluations, selected_model, with_
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "two_moons"
+INTERRUPTED_EXIT = 128 + 15  # a shell's status of a process ended by SIGTERM
 
 
 def resume_path(cfg: DictConfig, ckpt_dir: Path) -> str | None:
@@ -103,18 +105,22 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
     validate(cfg)
     # the interval itself, in the record and in the checkpoints' config, not "auto"
     cfg.trainer.val_check_interval = evaluation_interval(cfg.trainer.val_check_interval, cfg.trainer.max_steps)
+    check_network(cfg)  # the model takes the pair's inputs, before any data loads
     quiet_libraries(single_device(cfg.trainer))
     threads = apply_threads(cfg.get("threads", "auto"), cfg.model.arch, concurrent_jobs(cfg))
     check_data_root(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_run_dir(out)  # one line if it cannot be written in (read-only, full)
     ckpt_dir = out / "checkpoints"
     lock = lock_run_dir(out)  # a second process in this folder fails here, naming the holder
     trainer = model = ckpt_path = None
     steps = lambda: int(trainer.global_step) if trainer else 0  # noqa: E731
     try:
         ckpt_path = resume_path(cfg, ckpt_dir)
+        if (done := settle_run_dir(cfg, out, ckpt_path)) is not None:
+            return done  # resume=auto where this run finished: nothing to do, nothing rewritten
         resumed = check_resume(cfg, ckpt_path)
+        save_hydra_files(out, cfg)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)
         if cfg.get("deterministic"):
             torch.use_deterministic_algorithms(True, warn_only=False)
@@ -127,8 +133,9 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
         cbs, collapse = build_callbacks(cfg, out, ckpt_dir, dm.num_classes)
         if ckpt_path:
             set_aside_csv(out)
+        diverged = DivergenceWatch(dm.num_classes)
         trainer = pl.Trainer(**tcfg, logger=build_loggers(cfg, out), default_root_dir=str(out),
-                             callbacks=[*cbs, *(callbacks or [])], plugins=[SafeCheckpointIO()])
+                             callbacks=[*cbs, diverged, *(callbacks or [])], plugins=[SafeCheckpointIO()])
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
         # one dict per evaluation dataloader (source, target): merge them
         metrics = {k: float(v) for d in trainer.test(model, datamodule=dm, verbose=False) for k, v in d.items()}
@@ -140,7 +147,7 @@ def train(cfg: DictConfig, callbacks: list[pl.Callback] | None = None) -> dict[s
             selected = selected_model(evals, cfg.get("selection", "last"), int((cfg.get("probe") or {}).get("last_k", 5)))
         record = make_record(cfg, "finished", steps(), metrics, t0, commit, device=str(dm.src_train.x.device),
                              resumed_from=ckpt_path, selected=selected, collapsed_at_step=collapse.collapsed_at_step,
-                             threads=threads, **in_search(cfg),
+                             diverged_at_step=diverged.diverged_at_step, threads=threads, **in_search(cfg),
                              **chance_flag(metrics, dm, cfg.optim.lr), **model.record_extras())
         if trainer.is_global_zero:
             write_record(out, record)
@@ -183,9 +190,12 @@ OmegaConf.register_new_resolver("dann_objective_tag", objective_tag, replace=Tru
 def main(cfg: DictConfig) -> float:
     try:
         record = in_device_slot(cfg, train)
-    except USER_ERRORS as e:
-        exit_cleanly(e)  # one line on stderr and exit 2, unless HYDRA_FULL_ERROR=1 or in a sweep
+    except (*USER_ERRORS, OSError) as e:
+        if is_user_error(e):  # a full disk or a read-only folder too
+            exit_cleanly(e)  # one line on stderr and exit 2, unless HYDRA_FULL_ERROR=1 or in a sweep
         raise
+    except SystemExit as e:  # Lightning's SIGTERMException carries no code: a stopped run must not exit 0
+        raise SystemExit(e.code or INTERRUPTED_EXIT) from e
     return record["metrics"].get(cfg.get("objective", "test/src_acc"), float("nan"))
 
 

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from omegaconf import OmegaConf
+from omegaconf import open_dict
 
 from dann.data.custom import register_custom_domains
 from dann.records import RESULTS_FILE
-from dann.run.build import build_datamodule, build_method
+from dann.run.build import build_datamodule, build_method, received_config
 from dann.run.checkpoints import load_checkpoint
 from dann.selection.evaluations import EVALS_FILE, _line, save_predictions
 from dann.selection.validators import evaluate_views, import_validators
@@ -49,18 +49,27 @@ def run_folders(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def rescore(run_dir: str | Path, samples: int = 2000, seed: int = 0,
-            progress: Callable[[Any], Any] | None = None) -> list[dict[str, Any]]:
+            progress: Callable[[Any], Any] | None = None, root: str | Path | None = None) -> list[dict[str, Any]]:
     """Score every kept checkpoint of a finished run and (re)write its ``evaluations.jsonl`` and
     ``predictions/``.
 
     The run must have been trained with ``checkpoint.keep_all=true``; its config comes from
-    its ``results.json``. The file is written whole to a temporary name, then renamed.
+    its ``results.json``, checked as a received file's (:func:`dann.run.build.received_config`);
+    the domains are read from ``root``, else ``$DANN_DATA_DIR`` (never the record's
+    ``data.root``). The file is written whole to a temporary name, then renamed.
     """
     run_dir = Path(run_dir)
     rec_path = run_dir / RESULTS_FILE
     if not rec_path.exists():
         raise FileNotFoundError(f"{rec_path} does not exist: rescore needs a run folder with its results.json")
-    cfg = OmegaConf.create(json.loads(rec_path.read_text())["config"])
+    try:
+        rec = json.loads(rec_path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{rec_path} is not a run record ({e})") from None
+    cfg = received_config(rec if isinstance(rec, dict) else {}, rec_path)
+    with open_dict(cfg):
+        cfg.setdefault("data", {})
+        cfg.data.root = str(root) if root is not None else None
     steps = checkpoint_steps(run_dir)
     if not steps:
         raise FileNotFoundError(f"no checkpoints/step=*.ckpt in {run_dir}: train with checkpoint.keep_all=true "
@@ -93,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = sub.add_parser("rescore", help="(re)write evaluations.jsonl of runs trained with checkpoint.keep_all=true")
     r.add_argument("run_dirs", nargs="+", help="run folders, or sweep folders holding them")
     r.add_argument("--samples", type=int, default=2000, help="target/source training samples the scores use")
+    r.add_argument("--root", help="data root holding the domains (default: $DANN_DATA_DIR, else ~/.cache/dann)")
     r.add_argument("--validators", metavar="MODULE", action="append", default=[],
                    help="also import this module's @validator functions (repeatable), as validator_modules does "
                         "for dann-train")
@@ -109,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = 0
     for d in runs:
         try:
-            rows = rescore(d, a.samples, progress=lambda xs: tqdm(xs, desc=str(d), unit="ckpt"))
+            rows = rescore(d, a.samples, progress=lambda xs: tqdm(xs, desc=str(d), unit="ckpt"), root=a.root)
         except (FileNotFoundError, ValueError) as e:
             print(f"dann-select: {d}: {e}", file=sys.stderr)
             failed += 1

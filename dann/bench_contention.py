@@ -6,8 +6,9 @@ threads (one per core) make every parallel region of a run wait at its barriers 
 whose cores are taken. This benchmark starts such a load itself (``--load-procs`` processes
 multiplying ``--load-size`` square matrices in a loop, at PyTorch's default threads), times
 the DANN training loop of each pair idle and beside the load with the threads a process
-inherits (one per core: ``threads=<cores>``), the same with OpenMP's passive wait policy, and
-dann's rule (``threads=auto``, :mod:`dann.run.threads`), stops the load, and prints the ratio loaded / idle next to the
+inherits (one per core: ``threads=<cores>``, libgomp's default wait: spin, then sleep), the same
+with OpenMP's passive wait policy, and what a dann run does by itself (``threads=auto``,
+:mod:`dann.run.threads`, with the passive policy that importing dann sets), stops the load, and prints the ratio loaded / idle next to the
 fair-share ratio: what the run would take if every thread on the machine got an equal share
 of the cores (``(ours + load threads) / ours * min(ours, cores) / cores``).
 
@@ -27,6 +28,11 @@ from pathlib import Path
 from typing import Any
 
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+#: libgomp's own default when no policy is set (spin ~300,000 times, then sleep): importing dann would
+#: otherwise set the passive policy (dann/__init__.py); a spin count set keeps it from doing so
+GOMP_DEFAULT = {"GOMP_SPINCOUNT": "300000"}
+#: what a process of someone else's inherits from us and must not: our thread settings and wait policy
+OURS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 #: a load process: square matrix products forever, at PyTorch's default threads
 LOAD_CODE = """
 import sys, torch
@@ -41,7 +47,7 @@ def start_load(procs: int, size: int) -> list[subprocess.Popen]:
     """``procs`` load processes, each in its own session (so a stop reaches its threads); returns
     once all have started their loop. Each gets PyTorch's default threads: our own thread
     settings are removed from its environment."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in OURS}
     ps = [subprocess.Popen([sys.executable, "-c", LOAD_CODE.format(n=size)], stdout=subprocess.PIPE, text=True,
                            env=env, start_new_session=True) for _ in range(procs)]
     try:
@@ -77,13 +83,18 @@ def stop_load(ps: list[subprocess.Popen], timeout: float = 10.0) -> None:
             p.stdout.close()
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without the wait policy (importing dann set it here): each row sets its own."""
+    return {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+
+
 def time_loop(pair: str, steps: int, warmup: int, threads: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     """ms/step of DANN's training loop on ``pair`` with ``threads`` (and ``env`` added to the
     environment): dann-bench's framework loop, in a fresh process (``{"error": ...}`` when it fails)."""
     print(f"[bench] {pair}: threads={threads} {env or ''}...", file=sys.stderr, flush=True)
     p = subprocess.run([sys.executable, "-m", "dann.bench", "--_worker", "framework", pair, str(steps), str(warmup),
                         "0", "0", f"threads={threads}", "probe.enabled=false"], capture_output=True, text=True,
-                       env=dict(os.environ, WANDB_MODE="disabled", **(env or {})))
+                       env=dict(clean_env(), WANDB_MODE="disabled", **(env or {})))
     for line in p.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             r = json.loads(line[len("BENCH_JSON "):])
@@ -107,7 +118,7 @@ def run(pairs: list[str], steps: dict[str, int], warmup: int, procs: int, size: 
     for pair in pairs:
         # inherited threads, the same with OpenMP's passive wait (threads sleep at a barrier instead of
         # spinning; libgomp reads it at start-up), and dann's rule
-        settings = {"default": (str(cores), {}), "default, OMP_WAIT_POLICY=passive": (str(cores), PASSIVE),
+        settings = {"default": (str(cores), GOMP_DEFAULT), "default, OMP_WAIT_POLICY=passive": (str(cores), PASSIVE),
                     "auto": ("auto", {})}
         out = {}
         for name, (threads, env) in settings.items():

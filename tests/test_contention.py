@@ -37,6 +37,19 @@ def test_the_load_starts_busy_and_is_stopped_without_leftovers():
     assert not any(_alive(pid) for pid in pids)
 
 
+def test_the_load_is_someone_elses_pytorch_work_not_ours(monkeypatch):
+    # the load runs at PyTorch's defaults: none of our thread or wait settings reaches it
+    for k, v in {"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "0"}.items():
+        monkeypatch.setenv(k, v)
+    ps = start_load(1, 16)
+    try:
+        environ = open(f"/proc/{ps[0].pid}/environ", "rb").read().split(b"\0")
+        names = {e.split(b"=", 1)[0].decode() for e in environ if e}
+        assert not names & {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS"}
+    finally:
+        stop_load(ps)
+
+
 def test_fair_share():
     assert fair_share(1, 0, 2) == 1.0
     assert fair_share(1, 4, 2) == pytest.approx(2.5)   # 5 threads on 2 cores, ours is one of them

@@ -91,3 +91,31 @@ def test_a_run_with_the_csv_logger_never_imports_wandb(tmp_path):
     wandb_loaded, _ = out.stdout.split()[-2:]
     assert wandb_loaded == "False", out.stdout
     assert (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, "PASSIVE"),                            # threads that wait sleep instead of spinning on a taken core
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice is kept
+    ({"GOMP_SPINCOUNT": "300000"}, None),       # so is a spin count (libgomp's own default wait)
+])
+def test_importing_dann_sets_the_passive_wait_policy_before_torch_loads(env, expected):
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, dann, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=dict(base, **env))
+    assert out.stdout.split()[-1] == str(expected)
+
+
+def test_the_record_carries_the_wait_policy(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(os.path.dirname(__file__))!r})
+        from conftest import make_cfg
+        from dann.run.train import train
+        train(make_cfg({str(tmp_path)!r}, "pair=moons", "logger=csv", "trainer.max_steps=10",
+                       "trainer.val_check_interval=10"))
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    rec = json.loads((tmp_path / "results.json").read_text())
+    assert rec["threads"]["omp_wait_policy"] == "PASSIVE" and rec["threads"]["gomp_spincount"] is None

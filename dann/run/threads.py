@@ -14,6 +14,11 @@ slow down far beyond its fair share (experiments/benchmarks/contention.md measur
   ``hydra/launcher=gpus`` without a GPU);
 * one for a network too small to split across threads (the ``shallow`` moons net).
 
+Importing :mod:`dann` sets OpenMP's passive wait policy (``OMP_WAIT_POLICY=PASSIVE``, unless
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is already set): a thread waiting at a barrier sleeps
+instead of spinning on a core another process needs. It must be set before torch loads its
+OpenMP runtime, so it is not a config key; the record keeps the policy a run had.
+
 ``threads: N`` sets it. The count goes into the record (``threads``); it bounds torch's
 intra-op threads and, through threadpoolctl, the BLAS/OpenMP pools of numpy and
 scikit-learn (the selection fits, SA's PCA). A run on a GPU keeps the same rule for the
@@ -94,4 +99,5 @@ def apply_threads(requested: Any, arch: str, jobs: int = 1) -> dict[str, Any]:
     torch.set_num_threads(n)
     # numpy's BLAS and scikit-learn's OpenMP would otherwise start one thread per core too
     threadpool_limits(limits=n)
-    return {"threads": n, "requested": requested, "cpus": cpus, "cpus_from": why, "jobs": jobs}
+    return {"threads": n, "requested": requested, "cpus": cpus, "cpus_from": why, "jobs": jobs,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "gomp_spincount": os.environ.get("GOMP_SPINCOUNT")}

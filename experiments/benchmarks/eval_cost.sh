@@ -6,16 +6,14 @@
 #   DANN_DATA_DIR=<root> bash experiments/benchmarks/eval_cost.sh CODE OUT_DIR
 set -eu
 code=$(cd "${1:?usage: eval_cost.sh CODE_DIR OUT_DIR}" && pwd); out=${2:?usage: eval_cost.sh CODE_DIR OUT_DIR}
-# python -S: without site's .pth files, an editable install of another checkout (its import hook comes before
-# PYTHONPATH) cannot take the place of CODE; the environment's packages stay reachable through PYTHONPATH
-site=$(python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-export PYTHONPATH=$code:$site WANDB_MODE=offline OMP_NUM_THREADS=1
+export PYTHONPATH=$code WANDB_MODE=offline OMP_NUM_THREADS=1
 mkdir -p "$out"; out=$(cd "$out" && pwd)
-cd "$code"  # python -m and -c put the working folder first on the path
+cd "$code"  # python -m and -c put the working folder before PYTHONPATH: run from another checkout, it would run
+            # that checkout's code (checked below)
 run() {  # NAME OVERRIDE...
-  python -S -m dann.run.train pair=mnist_mnistm method=dann trainer.max_steps=300 checkpoint.every_n_steps=300 \
+  python -m dann.run.train pair=mnist_mnistm method=dann trainer.max_steps=300 checkpoint.every_n_steps=300 \
       logger=csv trainer.enable_progress_bar=false "hydra.run.dir=$out/$1" "${@:2}" ${EXTRA:-} > "$out/$1.log" 2>&1
-  python -S -c "import dann, json, sys; from pathlib import Path
+  python -c "import dann, json, sys; from pathlib import Path
 assert Path(dann.__file__).resolve().is_relative_to(Path(sys.argv[2]).resolve()), dann.__file__
 print(json.load(open(sys.argv[1]))['wall_time_s'])" "$out/$1/results.json" "$code"
 }

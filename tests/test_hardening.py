@@ -27,7 +27,7 @@ from dann.records import read_records
 from dann.report.cli import main as dann_table
 from dann.run.build import load_run
 from dann.run.train import train
-from dann.selection.rescore import rescore
+from dann.run.rescore import rescore
 
 # 40 steps, a checkpoint every 10: a run dir with checkpoints in about two seconds
 MOONS = ["pair=moons", "trainer.max_steps=40", "trainer.val_check_interval=20", "checkpoint.every_n_steps=10",

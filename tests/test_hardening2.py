@@ -22,7 +22,7 @@ import torch
 from conftest import make_cfg
 from dann.errors import CheckpointError, ResumeError
 from dann.run.train import train
-from test_hardening import MOONS, SigtermAt, cli_env, copy_run, dann_train_cmd, record
+from test_hardening import MOONS, SigtermAt, cli_env, copy_run, dann_train_cmd, interrupted, record  # noqa: F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,16 +41,6 @@ def finished(tmp_path_factory) -> Path:
     """A finished 60-step moons run evaluated at steps 20, 40, 60."""
     out = tmp_path_factory.mktemp("finished") / "run"
     train(make_cfg(out, *MOONS, "trainer.max_steps=60"))
-    return out
-
-
-@pytest.fixture(scope="module")
-def interrupted(tmp_path_factory) -> Path:
-    """A moons run stopped by SIGTERM at step 20: record `interrupted`, checkpoints/last.ckpt at step 20."""
-    out = tmp_path_factory.mktemp("interrupted") / "run"
-    with pytest.raises((SystemExit, KeyboardInterrupt)):
-        train(make_cfg(out, *MOONS), callbacks=[SigtermAt(20)])
-    assert record(out)["status"] == "interrupted"
     return out
 
 

@@ -29,24 +29,10 @@ from torch import nn
 from conftest import make_cfg
 from dann.config import CONF_DIR, method_class, method_names, method_options, validate
 from dann.errors import ConfigError
-from dann.models import build_nets
+from test_methods_da import make, rand_batch
 
 SHORT = ["pair=moons", "trainer.max_steps=20", "trainer.val_check_interval=10", "checkpoint.every_n_steps=10",
          "trainer.log_every_n_steps=5", "probe.enabled=false", "logger=none"]
-
-
-def make(name: str, arch: str = "shallow", shape=(2,), k: int = 2, max_steps: int = 100, **options):
-    """Method ``name`` with its yaml's options (``options`` override them) on a fresh network."""
-    conf = OmegaConf.to_container(OmegaConf.load(f"{CONF_DIR}/method/{name}.yaml"))
-    torch.manual_seed(0)
-    return method_class(conf)(build_nets(arch, shape, k), num_classes=k, max_steps=max_steps,
-                              **{**method_options(conf), **options})
-
-
-def rand_batch(n=8, shape=(2,), k=2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return {"src_x": torch.randn(n, *shape, generator=g), "src_y": torch.randint(0, k, (n,), generator=g),
-            "tgt_x": torch.randn(n, *shape, generator=g) + 1, "tgt_y": torch.randint(0, k, (n,), generator=g)}
 
 
 def fit(model, steps, batch=None, callbacks=()):

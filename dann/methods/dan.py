@@ -84,6 +84,13 @@ def mk_mmd(zs: torch.Tensor, zt: torch.Tensor, multipliers: Sequence[float], est
     raise ValueError(f"unknown MK-MMD estimator {estimator!r}; allowed: {', '.join(ESTIMATORS)}")
 
 
+def check_multipliers(multipliers: Sequence[float]) -> None:
+    """The kernels' bandwidth multipliers ``c_u`` (DAN, JAN): a non-empty list of numbers > 0."""
+    if not multipliers or any(not isinstance(c, (int, float)) or c <= 0 for c in multipliers):
+        raise ConfigError(f"method.multipliers={list(multipliers)!r} is invalid: expected a non-empty list of "
+                          f"bandwidth multipliers > 0 (e.g. [0.25, 0.5, 1, 2, 4])")
+
+
 class DAN(DAMethod):
     """Args (beyond :class:`DAMethod`'s): ``trade_off`` (lambda), ``multipliers`` (``c_u``),
     ``estimator`` (``linear`` | ``quadratic``), ``layer`` (``features`` | ``hidden`` | ``logits``)."""
@@ -98,9 +105,7 @@ class DAN(DAMethod):
                       **_: Any) -> None:
         if trade_off < 0:
             raise ConfigError(f"method.trade_off={trade_off!r} is invalid: expected a value >= 0")
-        if not multipliers or any(not isinstance(c, (int, float)) or c <= 0 for c in multipliers):
-            raise ConfigError(f"method.multipliers={list(multipliers)!r} is invalid: expected a non-empty list of "
-                              f"bandwidth multipliers > 0 (e.g. [0.25, 0.5, 1, 2, 4])")
+        check_multipliers(multipliers)
         check_choice("method.estimator", estimator, ESTIMATORS)
         check_choice("method.layer", layer, LAYERS)
 

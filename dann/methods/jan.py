@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from dann.errors import ConfigError, check_choice
 from dann.methods.base import DAMethod
-from dann.methods.dan import ESTIMATORS, bandwidth, kernel, matched_kernel
+from dann.methods.dan import ESTIMATORS, bandwidth, check_multipliers, kernel, matched_kernel
 
 
 def jmmd(layers_s: Sequence[torch.Tensor], layers_t: Sequence[torch.Tensor], bandwidths: Sequence[torch.Tensor],
@@ -71,9 +71,7 @@ class JAN(DAMethod):
                       **_: Any) -> None:
         if trade_off < 0:
             raise ConfigError(f"method.trade_off={trade_off!r} is invalid: expected a value >= 0")
-        if not multipliers or any(not isinstance(c, (int, float)) or c <= 0 for c in multipliers):
-            raise ConfigError(f"method.multipliers={list(multipliers)!r} is invalid: expected a non-empty list of "
-                              f"bandwidth multipliers > 0 (e.g. [0.25, 0.5, 1, 2, 4])")
+        check_multipliers(multipliers)
         if sigma <= 0:
             raise ConfigError(f"method.sigma={sigma!r} is invalid: expected a bandwidth > 0")
         check_choice("method.estimator", estimator, ESTIMATORS)

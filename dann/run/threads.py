@@ -14,7 +14,7 @@ slow down far beyond its fair share (experiments/benchmarks/contention.md measur
   ``hydra/launcher=gpus`` without a GPU);
 * one for a network too small to split across threads (the ``shallow`` moons net).
 
-Importing :mod:`dann` sets OpenMP's passive wait policy (``OMP_WAIT_POLICY=PASSIVE``, unless
+Importing ``dann`` (its ``__init__``) sets OpenMP's passive wait policy (``OMP_WAIT_POLICY=PASSIVE``, unless
 ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is already set): a thread waiting at a barrier sleeps
 instead of spinning on a core another process needs. It must be set before torch loads its
 OpenMP runtime, so it is not a config key; the record keeps the policy a run had.

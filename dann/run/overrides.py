@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-_MISSING = object()
 
 
 def unknown_keys(argv: Sequence[str], config_dir: str, config_name: str = "train") -> list[str]:
@@ -38,14 +37,28 @@ def unknown_keys(argv: Sequence[str], config_dir: str, config_name: str = "train
             cfg = compose(config_name, overrides=choices)
     except Exception:  # noqa: BLE001 (a bad group choice: Hydra's own message names the options)
         return []
+    # unresolved: a value that interpolates what only a running Hydra app has (output_dir) is still a key
+    tree = OmegaConf.to_container(cfg, resolve=False)
     bad = []
     for o in overrides:
         key = o.key_or_group
         if o.is_add() or o.is_delete() or o.is_force_add() or key.startswith("hydra") or key in groups or "/" in key:
             continue
-        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+        if not _has(tree, key):
             bad.append(key)
     return bad
+
+
+def _has(tree, key: str) -> bool:
+    """Whether the dotted ``key`` names an entry of the nested dicts (and lists) ``tree``."""
+    for part in key.split("."):
+        if isinstance(tree, dict) and part in tree:
+            tree = tree[part]
+        elif isinstance(tree, list) and part.isdigit() and int(part) < len(tree):
+            tree = tree[int(part)]
+        else:
+            return False
+    return True
 
 
 def _first(o) -> str:

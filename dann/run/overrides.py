@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Sequence
 
 
-
 def unknown_keys(argv: Sequence[str], config_dir: str, config_name: str = "train") -> list[str]:
     """The keys of ``key=value`` overrides in ``argv`` that the composed config lacks (``+key``,
     ``++key``, ``~key`` and ``hydra.*`` are left to Hydra, as is anything it cannot parse)."""

@@ -52,3 +52,39 @@ def test_parameter_names_unchanged_by_the_reordering():
     """Checkpoints written before the reordering load: the convs keep their Sequential indices."""
     names = list(build_nets("mnist", (3, 28, 28), 10).features.state_dict())
     assert names == ["0.weight", "0.bias", "3.weight", "3.bias"]
+
+
+@pytest.mark.parametrize("shape,ties", [((4, 8, 24, 24), False), ((4, 8, 9, 11), False), ((8, 6, 10, 12), True),
+                                        ((6, 7, 5), True)])
+def test_the_fast_pool_is_max_pool2d_bit_for_bit(shape, ties):
+    """Values and gradients equal to PyTorch's kernel, ties (first maximum of the window wins)
+    and odd sizes (floor mode) included, followed by an in-place ReLU as in the nets."""
+    from dann.models import MaxPool2d
+
+    torch.manual_seed(0)
+    x = (torch.randint(0, 3, shape).float() if ties else torch.randn(*shape)).requires_grad_()
+    x2 = x.detach().clone().requires_grad_()
+    ref = torch.relu_(nn.functional.max_pool2d(x, 2, 2))
+    out = torch.relu_(MaxPool2d(2, 2)(x2))
+    assert torch.equal(out, ref)
+    g = torch.randn_like(ref)
+    ref.backward(g)
+    out.backward(g)
+    assert torch.equal(x2.grad, x.grad)
+    with torch.no_grad():
+        assert torch.equal(MaxPool2d(2, 2)(x), nn.functional.max_pool2d(x, 2, 2))
+
+
+@pytest.mark.parametrize("arch,shape", [("mnist", (3, 28, 28)), ("gtsrb", (3, 40, 40))])
+def test_the_nets_with_the_fast_pool_are_the_same_nets(arch, shape):
+    from dann.models import MaxPool2d
+
+    torch.manual_seed(0)
+    ours = build_nets(arch, shape, 10).features
+    assert sum(type(m) is MaxPool2d for m in ours) >= 2
+    plain = nn.Sequential(*[nn.MaxPool2d(2, 2) if type(m) is MaxPool2d else m for m in ours])
+    x = torch.randn(16, *shape)
+    (y0, g0), (y1, g1) = _out_and_grads(ours, x), _out_and_grads(plain, x)
+    assert torch.equal(y0, y1)
+    for a, b in zip(g0, g1):
+        assert torch.equal(a, b)

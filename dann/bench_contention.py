@@ -8,7 +8,7 @@ multiplying ``--load-size`` square matrices in a loop, at PyTorch's default thre
 the DANN training loop of each pair idle and beside the load with the threads a process
 inherits (one per core: ``threads=<cores>``, libgomp's default wait: spin, then sleep), the same
 with OpenMP's passive wait policy, and what a dann run does by itself (``threads=auto``,
-:mod:`dann.run.threads`, with the passive policy that importing dann sets), stops the load, and prints the ratio loaded / idle next to the
+:mod:`dann.run.threads`, with the short spin-then-sleep wait that importing dann sets), stops the load, and prints the ratio loaded / idle next to the
 fair-share ratio: what the run would take if every thread on the machine got an equal share
 of the cores (``(ours + load threads) / ours * min(ours, cores) / cores``).
 
@@ -29,7 +29,7 @@ from typing import Any
 
 PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
 #: libgomp's own default when no policy is set (spin ~300,000 times, then sleep): importing dann would
-#: otherwise set the passive policy (dann/__init__.py); a spin count set keeps it from doing so
+#: otherwise set its own short spin (dann/__init__.py); a spin count set keeps it from doing so
 GOMP_DEFAULT = {"GOMP_SPINCOUNT": "300000"}
 #: what a process of someone else's inherits from us and must not: our thread settings and wait policy
 OURS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")

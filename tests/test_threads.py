@@ -94,16 +94,17 @@ def test_a_run_with_the_csv_logger_never_imports_wandb(tmp_path):
 
 
 @pytest.mark.parametrize("env, expected", [
-    ({}, "PASSIVE"),                            # threads that wait sleep instead of spinning on a taken core
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice is kept
-    ({"GOMP_SPINCOUNT": "300000"}, None),       # so is a spin count (libgomp's own default wait)
+    # libgomp (PyTorch's Linux wheels) spins ~10 us at a barrier, then sleeps; other runtimes sleep at once
+    ({}, "PASSIVE 1000"),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE None"),  # the user's choice is kept
+    ({"GOMP_SPINCOUNT": "300000"}, "None 300000"),   # so is a spin count (libgomp's own default wait)
 ])
-def test_importing_dann_sets_the_passive_wait_policy_before_torch_loads(env, expected):
+def test_importing_dann_sets_a_short_spin_then_sleep_before_torch_loads(env, expected):
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    code = "import os, dann, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
+    code = "import os, dann, torch; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(base, **env))
-    assert out.stdout.split()[-1] == str(expected)
+    assert " ".join(out.stdout.split()[-2:]) == expected
 
 
 def test_the_record_carries_the_wait_policy(tmp_path):
@@ -118,4 +119,4 @@ def test_the_record_carries_the_wait_policy(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
     subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     rec = json.loads((tmp_path / "results.json").read_text())
-    assert rec["threads"]["omp_wait_policy"] == "PASSIVE" and rec["threads"]["gomp_spincount"] is None
+    assert rec["threads"]["omp_wait_policy"] == "PASSIVE" and rec["threads"]["gomp_spincount"] == "1000"

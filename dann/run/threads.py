@@ -14,10 +14,12 @@ slow down far beyond its fair share (experiments/benchmarks/contention.md measur
   ``hydra/launcher=gpus`` without a GPU);
 * one for a network too small to split across threads (the ``shallow`` moons net).
 
-Importing ``dann`` (its ``__init__``) sets OpenMP's passive wait policy (``OMP_WAIT_POLICY=PASSIVE``, unless
-``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is already set): a thread waiting at a barrier sleeps
-instead of spinning on a core another process needs. It must be set before torch loads its
-OpenMP runtime, so it is not a config key; the record keeps the policy a run had.
+Importing ``dann`` (its ``__init__``) sets a short spin, then sleep, for OpenMP threads waiting at
+a barrier (``GOMP_SPINCOUNT=1000`` for libgomp, the runtime of PyTorch's Linux wheels, and
+``OMP_WAIT_POLICY=PASSIVE`` for the others), unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is
+already set: a waiting thread gives a core another process needs back within microseconds, and
+an idle run keeps the speed of spinning. It must be set before torch loads its OpenMP runtime, so
+it is not a config key; the record keeps what a run had.
 
 ``threads: N`` sets it. The count goes into the record (``threads``); it bounds torch's
 intra-op threads and, through threadpoolctl, the BLAS/OpenMP pools of numpy and

@@ -146,3 +146,24 @@ def test_the_table_of_record_and_its_refusal_on_the_pair_the_validator_was_chose
     (tmp_path / "choice.json").write_text(json.dumps({"validator": "im", "chosen_on": "mnist_mnistm"}))
     assert table(args) == 2
     assert "chosen on mnist_mnistm's own target labels" in capsys.readouterr().err
+
+
+def test_the_default_recipe_cell_keeps_protocols_apart(tmp_path, capsys):
+    """ADDA's default runs with Adam and with SGD are two recipes: never one mean."""
+    from dann.records import write_record
+    from dann.report.cli import main as table
+
+    for i, (opt, acc) in enumerate((("adam", 0.76), ("adam", 0.77), ("sgd", 0.40))):
+        write_record(tmp_path / "default" / f"adda_{opt}_s{i}",
+                     {"pair": "mnist_mnistm", "method": "adda", "seed": i, "status": "finished",
+                      "config": {"method": {"name": "adda", "optimizer": opt}}, "git_commit": None, "steps": 15000,
+                      "metrics": {"test/tgt_acc": acc}, "wall_time_s": 1.0})
+    _rec(tmp_path / "finals" / "label_free", "adda_s0", "adda", 0.8)
+    pick = {"run": "x", "step": 150, "tgt_acc": 0.5, "overrides": ["method.adam_lr=0.001"]}
+    (tmp_path / "picks.json").write_text(json.dumps([{"pair": "mnist_mnistm", "method": "adda", "trials": 12,
+                                                       "pick": pick, "oracle": pick}]))
+    (tmp_path / "choice.json").write_text(json.dumps({"validator": "im", "chosen_on": "mnist_mnistm_regen"}))
+    assert table([str(tmp_path / "default"), "--tuning-record", str(tmp_path / "picks.json"),
+                  str(tmp_path / "finals"), str(tmp_path / "choice.json")]) == 0
+    adda = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| adda "))
+    assert adda.split("|")[3] == " .7650 ± .0071 (2) [method.optimizer=adam]; .4000 (1) [method.optimizer=sgd] "

@@ -106,6 +106,25 @@ def _cell(records: list[dict[str, Any]], method: str, metric: str = "test/tgt_ac
     return f"{f(statistics.fmean(xs))} ± {f(statistics.stdev(xs))} ({len(xs)})" if len(xs) > 1 else f"{f(xs[0])} (1)"
 
 
+def _default_cell(records: list[dict[str, Any]], method: str) -> str:
+    """:func:`_cell` of the method's default runs, one cell per protocol when they differ (ADDA's
+    Adam and SGD runs are two recipes, as in the methods table), each labelled by its setting."""
+    from dann.report.table import canonical, differing, protocol, settings_of
+
+    mine = [r for r in records if r.get("method") == method and r.get("status") == "finished"]
+    keys = differing([protocol(r) for r in mine], lambda k: True)
+    if not keys:
+        return _cell(mine, method)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in mine:
+        groups.setdefault(canonical(settings_of(protocol(r), keys)), []).append(r)
+    cells = []
+    for g in sorted(groups):
+        setting = ", ".join(f"{k}={v}" for k, v in settings_of(protocol(groups[g][0]), keys))
+        cells.append(f"{_cell(groups[g], method)} [{setting}]")
+    return "; ".join(cells)
+
+
 def record_table(default: list[dict[str, Any]], free: list[dict[str, Any]], oracle: list[dict[str, Any]],
                  picks_rows: list[dict[str, Any]], choice: dict[str, Any]) -> str:
     """The table of record: per method of ``picks_rows`` (``--tuned-out``), the default recipe,
@@ -128,7 +147,7 @@ def record_table(default: list[dict[str, Any]], free: list[dict[str, Any]], orac
         m = p["method"]
         same = p.get("pick") and p.get("oracle") and p["pick"]["overrides"] == p["oracle"]["overrides"]
         orc = _cell(free, m) + " (the same configuration)" if same else _cell(oracle, m)
-        rows.append(f"| {m} | {p['trials']} | {_cell(default, m)} | {_cell(free, m)} | {orc} |")
+        rows.append(f"| {m} | {p['trials']} | {_default_cell(default, m)} | {_cell(free, m)} | {orc} |")
     return "\n".join(rows) + (f"\n\nTarget test accuracy on {pair}, last step, mean ± sample std (runs). Default: the "
                               f"shared recipe. Tuned: the configuration the rule picked among the search's trials "
                               f"(trial and step), re-run at the full protocol. The oracle column read target test "

@@ -18,7 +18,7 @@ Importing ``dann`` (its ``__init__``) sets a short spin, then sleep, for OpenMP 
 a barrier (``GOMP_SPINCOUNT=1000`` for libgomp, the runtime of PyTorch's Linux wheels, and
 ``OMP_WAIT_POLICY=PASSIVE`` for the others), unless ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` is
 already set: a waiting thread gives a core another process needs back within microseconds, and
-an idle run keeps the speed of spinning. It must be set before torch loads its OpenMP runtime, so
+an idle run keeps most of the speed of spinning. It must be set before torch loads its OpenMP runtime, so
 it is not a config key; the record keeps what a run had.
 
 ``threads: N`` sets it. The count goes into the record (``threads``); it bounds torch's

@@ -8,9 +8,10 @@ multiplying ``--load-size`` square matrices in a loop, at PyTorch's default thre
 the DANN training loop of each pair idle and beside the load with the threads a process
 inherits (one per core: ``threads=<cores>``, libgomp's default wait: spin, then sleep), the same
 with OpenMP's passive wait policy, and what a dann run does by itself (``threads=auto``,
-:mod:`dann.run.threads`, with the short spin-then-sleep wait that importing dann sets), stops the load, and prints the ratio loaded / idle next to the
-fair-share ratio: what the run would take if every thread on the machine got an equal share
-of the cores (``(ours + load threads) / ours * min(ours, cores) / cores``).
+:mod:`dann.run.threads`, with the short spin-then-sleep wait that importing dann sets), stops
+the load, and prints the ratio loaded / idle next to the fair-share ratio: what the run would
+take if every thread on the machine got an equal share of the cores (``(ours + load threads) /
+ours * min(ours, cores) / cores``).
 
     dann-bench --contention --pairs moons mnist_mnistm --out contention.json
 """

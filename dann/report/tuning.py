@@ -109,20 +109,14 @@ def _cell(records: list[dict[str, Any]], method: str, metric: str = "test/tgt_ac
 def _default_cell(records: list[dict[str, Any]], method: str) -> str:
     """:func:`_cell` of the method's default runs, one cell per protocol when they differ (ADDA's
     Adam and SGD runs are two recipes, as in the methods table), each labelled by its setting."""
-    from dann.report.table import canonical, differing, protocol, settings_of
+    from dann.report.table import differing, label, protocol, settings_of, settings_order
 
-    mine = [r for r in records if r.get("method") == method and r.get("status") == "finished"]
-    keys = differing([protocol(r) for r in mine], lambda k: True)
-    if not keys:
-        return _cell(mine, method)
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in mine:
-        groups.setdefault(canonical(settings_of(protocol(r), keys)), []).append(r)
-    cells = []
-    for g in sorted(groups):
-        setting = ", ".join(f"{k}={v}" for k, v in settings_of(protocol(groups[g][0]), keys))
-        cells.append(f"{_cell(groups[g], method)} [{setting}]")
-    return "; ".join(cells)
+    mine = [(r, protocol(r)) for r in records if r.get("method") == method and r.get("status") == "finished"]
+    keys = differing([p for _, p in mine], lambda k: True)
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for r, p in mine:
+        groups.setdefault(settings_of(p, keys), []).append(r)
+    return "; ".join(label(_cell(groups[s], method), s) for s in sorted(groups, key=settings_order)) or "—"
 
 
 def record_table(default: list[dict[str, Any]], free: list[dict[str, Any]], oracle: list[dict[str, Any]],

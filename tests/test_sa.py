@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import pytorch_lightning as pl
+import torch
 
 from dann.config import method_class
 from dann.methods.sa import SA
@@ -126,7 +127,7 @@ def test_oracle_picks_best_dim_on_target_test_and_says_so(cfg_factory):
 
 def test_bad_options_fail_clearly():
     nets = build_nets("shallow", (2,), 2)
-    with pytest.raises(ValueError, match="allowed: last, oracle"):
+    with pytest.raises(ValueError, match="allowed: last, im, oracle"):
         SA(nets, num_classes=2, max_steps=10, select="best")
     with pytest.raises(ValueError, match="needs method.sa_dims"):
         SA(nets, num_classes=2, max_steps=10, select="oracle", sa_dims=[])
@@ -154,3 +155,40 @@ def test_sa_on_a_finished_source_only_run_equals_sa_trained_from_scratch(cfg_fac
     assert reused["metrics"]["test/tgt_acc_nosa"] == pytest.approx(so["metrics"]["test/tgt_acc"], abs=1e-6)
     for k in ("test/tgt_acc", "test/tgt_acc_nosa", "sa/src_acc"):
         assert reused["metrics"][k] == pytest.approx(scratch["metrics"][k], abs=1e-6), k
+
+
+def test_im_selection_picks_d_without_target_labels_and_reports_the_oracle_beside(cfg_factory):
+    # select=im: the validator the tuning study chose (on another pair) picks d from the aligned
+    # classifier's predictions on unlabelled target training features; the best d on target test
+    # labels is reported beside it, named oracle.
+    cfg = cfg_factory(*TINY, "method=sa")
+    model, m = _fit_and_test(cfg, select="im", sa_dims=[1, 2, 3, 15])
+    r = model.sa_result
+    assert sorted(r["im_by_dim"]) == sorted(r["by_dim"]) == [1, 2, 3, 15]
+    assert int(m["sa/dim"]) == max(r["im_by_dim"], key=r["im_by_dim"].get)
+    assert m["test/tgt_acc"] == pytest.approx(r["by_dim"][int(m["sa/dim"])])
+    assert m["sa/oracle_tgt_acc"] == pytest.approx(max(r["by_dim"].values()))
+    assert r["by_dim"][int(m["sa/oracle_dim"])] == pytest.approx(max(r["by_dim"].values()))
+    assert model.record_extras()["selection"] == "im"
+
+    # no target label chooses: scrambled target labels (train and test) give the same d and scores
+    dm = model.trainer.datamodule
+    for split in ("train", "test"):
+        y = dm.split("tgt", split).y
+        y.copy_(y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))].flip(0))
+    again = model.fit_sa()
+    assert again["dim"] == r["dim"] and again["im_by_dim"] == pytest.approx(r["im_by_dim"])
+
+
+def test_sa_information_maximisation_is_the_validators_im():
+    from dann.methods.sa import information_maximisation
+    from dann.selection.scores import im_score
+
+    p = torch.softmax(torch.randn(200, 10, generator=torch.Generator().manual_seed(1)) * 3, 1)
+    assert information_maximisation(p.double().numpy()) == pytest.approx(im_score(p), abs=1e-5)
+
+
+def test_im_selection_lands_in_the_results_record(cfg_factory):
+    rec = train(cfg_factory(*TINY, "method=sa", "method.select=im", "method.sa_dims=[1,3]"))
+    assert rec["selection"] == "im" and rec["metrics"]["sa/dim"] in (1, 3)
+    assert rec["metrics"]["sa/oracle_dim"] in (1, 3)

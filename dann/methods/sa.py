@@ -11,9 +11,16 @@ hidden sigmoid layer), each domain is z-scored with its own training statistics,
     Sa     = Xs Ps M,   Tt = Xt Pt
 
 A linear classifier (multinomial logistic regression, L-BFGS, deterministic) is trained on
-``(Sa, y_s)`` and applied to the target test set projected as ``Tt``. No target label is
-read unless ``select="oracle"``: then every ``d`` in ``sa_dims`` is tried and the best
-target *test* accuracy is kept (the paper's protocol, d in 2..60), and the run says so.
+``(Sa, y_s)`` and applied to the target test set projected as ``Tt``. ``select`` says how
+``d`` is chosen among ``sa_dims``:
+
+- ``last``: no choice, ``d = sa_dim``.
+- ``im``: label-free. The ``d`` whose classifier's predictions ``p`` on the unlabelled target
+  training features maximise information maximisation, ``H(mean_i p_i) - mean_i H(p_i)``: the
+  validator the tuning study chose on another pair (``experiments/tuning``). The best ``d`` on
+  target test labels is reported beside it as ``sa/oracle_*``; it chooses nothing.
+- ``oracle``: the best target *test* accuracy is kept (the paper's protocol, d in 2..60), and
+  the run says so.
 
 Note: with ``d = k`` (full dimension) ``Ps M = Ps Ps^T Pt = Pt``, so SA is the unaligned
 classifier in a rotated basis: the alignment only acts when ``d < k``.
@@ -42,8 +49,16 @@ from dann.blas import one_blas_thread
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("last", "oracle")
+SELECTIONS = ("last", "im", "oracle")
 LEGACY_SELECTIONS = {"last_step": "last"}  # the name older configs use for `last`
+
+
+def information_maximisation(probs: np.ndarray) -> float:
+    """``H(mean_i p_i) - mean_i H(p_i)`` of an (n, classes) probability matrix: the label-free
+    ``im`` score of :mod:`dann.selection` (the selection layer sits above the methods')."""
+    p = np.clip(np.asarray(probs, np.float64), 1e-12, 1.0)
+    mean = p.mean(0)
+    return float(-(mean * np.log(mean)).sum() + (p * np.log(p)).sum(1).mean())
 
 
 @dataclass
@@ -121,9 +136,10 @@ class SA(SourceOnly):
 
     Args (beyond :class:`DAMethod`'s):
         sa_dim: subspace size ``d`` for ``select="last"`` (clipped to the feature size).
-        select: ``"last"`` (no target label is read) or ``"oracle"`` (best ``d`` of
+        select: ``"last"`` (``d = sa_dim``), ``"im"`` (the ``d`` of ``sa_dims`` that
+            maximises IM on unlabelled target features) or ``"oracle"`` (best ``d`` of
             ``sa_dims`` on target test labels, the paper's protocol).
-        sa_dims: candidate sizes for the oracle.
+        sa_dims: candidate sizes for ``im`` and the oracle.
         sa_max_samples: at most this many training points per domain (seeded) for PCA and
             the classifier.
         sa_standardize: z-score each domain with its own training statistics first.
@@ -138,15 +154,16 @@ class SA(SourceOnly):
         self.sa_dim, self.select = int(sa_dim), select
         self.sa_dims = [int(d) for d in sa_dims] if sa_dims else []
         self.sa_max_samples, self.sa_standardize, self.sa_seed = int(sa_max_samples), bool(sa_standardize), sa_seed
-        #: after testing: {"dim", "tgt_acc", "src_acc", "by_dim": {d: target acc}}
+        #: after testing: {"dim", "tgt_acc", "src_acc", "by_dim": {d: target acc}}, and for ``im``
+        #: "im_by_dim" {d: IM score} and "oracle_dim"
         self.sa_result: dict[str, Any] | None = None
 
     @classmethod
     def check_options(cls, sa_dim: int, select: str, sa_dims: Sequence[int] | None, **_: Any) -> None:
         select = LEGACY_SELECTIONS.get(select, select)
         check_choice("method.select", select, SELECTIONS)
-        if select == "oracle" and not sa_dims:
-            raise ConfigError("method.select=oracle needs method.sa_dims, the list of subspace sizes to try")
+        if select in ("im", "oracle") and not sa_dims:
+            raise ConfigError(f"method.select={select} needs method.sa_dims, the list of subspace sizes to try")
         if int(sa_dim) < 1 or any(int(d) < 1 for d in (sa_dims or [])):
             raise ConfigError(f"subspace sizes must be >= 1; got method.sa_dim={sa_dim}, method.sa_dims={sa_dims}")
 
@@ -179,23 +196,25 @@ class SA(SourceOnly):
         ys = src_train.y[torch.as_tensor(i_s, device=src_train.y.device)].cpu().numpy()
         k = fs.shape[1]
         cap = min(k, len(fs) - 1, len(ft) - 1)
-        dims = self.sa_dims if self.select == "oracle" else [self.sa_dim]
+        dims = self.sa_dims if self.select in ("im", "oracle") else [self.sa_dim]
         if any(d > cap for d in dims):
             log.warning("SA: subspace sizes %s clipped to %d (feature size %d)", dims, cap, k)
         dims = sorted({min(d, cap) for d in dims})
         align = fit_alignment(fs, ft, max(dims), self.sa_standardize)
         f_src_test, y_src_test = self.penultimate(src_test), src_test.y.cpu().numpy()
         f_tgt_test = self.penultimate(tgt_test)
-        by_dim, best = {}, None
+        by_dim, im_by_dim, src_by_dim = {}, {}, {}
         for d in dims:
             clf = fit_linear(align.source(fs, d), ys)
+            if self.select == "im":  # unlabelled target training features only
+                im_by_dim[d] = information_maximisation(clf.predict_proba(align.target(ft, d)))
             # Target labels are read here only to report the accuracy (and, for the oracle, to pick d).
-            acc = float(clf.score(align.target(f_tgt_test, d), tgt_test.y.cpu().numpy()))
-            by_dim[d] = acc
-            if best is None or acc > best[1]:
-                best = (d, acc, float(clf.score(align.source(f_src_test, d), y_src_test)))
-        d, acc, src_acc = best
-        self.sa_result = {"dim": d, "tgt_acc": acc, "src_acc": src_acc, "by_dim": by_dim, "feature_dim": k}
+            by_dim[d] = float(clf.score(align.target(f_tgt_test, d), tgt_test.y.cpu().numpy()))
+            src_by_dim[d] = float(clf.score(align.source(f_src_test, d), y_src_test))
+        oracle_dim = max(dims, key=lambda d: by_dim[d])  # the first of equals, as before
+        d = max(dims, key=lambda d: im_by_dim[d]) if self.select == "im" else oracle_dim
+        self.sa_result = {"dim": d, "tgt_acc": by_dim[d], "src_acc": src_by_dim[d], "by_dim": by_dim,
+                          "feature_dim": k, "im_by_dim": im_by_dim, "oracle_dim": oracle_dim}
         return self.sa_result
 
     def on_test_start(self) -> None:
@@ -211,4 +230,7 @@ class SA(SourceOnly):
 
     def on_test_epoch_end(self) -> None:
         r = self.sa_result
-        self.log_dict({"test/tgt_acc": r["tgt_acc"], "sa/src_acc": r["src_acc"], "sa/dim": float(r["dim"])})
+        logs = {"test/tgt_acc": r["tgt_acc"], "sa/src_acc": r["src_acc"], "sa/dim": float(r["dim"])}
+        if self.select == "im":  # the label-free pick's reference, named oracle: it chose nothing
+            logs.update({"sa/oracle_tgt_acc": r["by_dim"][r["oracle_dim"]], "sa/oracle_dim": float(r["oracle_dim"])})
+        self.log_dict(logs)

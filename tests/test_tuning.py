@@ -167,3 +167,36 @@ def test_the_default_recipe_cell_keeps_protocols_apart(tmp_path, capsys):
                   str(tmp_path / "finals"), str(tmp_path / "choice.json")]) == 0
     adda = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| adda "))
     assert adda.split("|")[3] == " .7650 ± .0071 (2) [method.optimizer=adam]; .4000 (1) [method.optimizer=sgd] "
+
+
+def test_sa_has_a_row_of_record_its_subspace_size_chosen_by_the_validator(tmp_path, capsys):
+    """SA has no search: its d is chosen at test time, by IM (select=im) among method.sa_dims, in the
+    runs that report the oracle's d beside it; its default cell is the last-step rule's runs only."""
+    from dann.records import write_record
+    from dann.report.cli import main as table
+
+    def sa(root, name, selection, metrics):
+        write_record(root / name, {"pair": "mnist_mnistm", "method": "sa", "seed": 0, "status": "finished",
+                                   "selection": selection, "config": {"method": {"name": "sa", "sa_dim": 50,
+                                   "select": selection, "sa_dims": [2, 5, 10, 20]}}, "git_commit": None,
+                                   "steps": 15000, "metrics": metrics, "wall_time_s": 1.0})
+
+    sa(tmp_path / "default", "sa_s0", "last", {"test/tgt_acc": 0.60, "sa/dim": 50})
+    sa(tmp_path / "default", "sa_s1", "last_step", {"test/tgt_acc": 0.61, "sa/dim": 50})  # older records' name
+    sa(tmp_path / "default", "sa_oracle_s0", "oracle", {"test/tgt_acc": 0.70, "sa/dim": 5})
+    for i, (acc, d) in enumerate(((0.62, 10), (0.63, 20))):
+        sa(tmp_path / "finals" / "label_free", f"sa_s{i}", "im",
+           {"test/tgt_acc": acc, "sa/dim": d, "sa/oracle_tgt_acc": acc + 0.02, "sa/oracle_dim": 5})
+    _rec(tmp_path / "finals" / "label_free", "dann_s0", "dann", 0.77)
+    pick = {"run": "x", "step": 150, "tgt_acc": 0.5, "overrides": ["optim.lr=0.01"]}
+    (tmp_path / "picks.json").write_text(json.dumps([{"pair": "mnist_mnistm", "method": "dann", "trials": 12,
+                                                       "pick": pick, "oracle": pick}]))
+    (tmp_path / "choice.json").write_text(json.dumps({"validator": "im", "chosen_on": "mnist_mnistm_regen"}))
+    assert table([str(tmp_path / "default"), "--tuning-record", str(tmp_path / "picks.json"),
+                  str(tmp_path / "finals"), str(tmp_path / "choice.json")]) == 0
+    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| sa "))
+    cells = row.split("|")
+    assert cells[2].strip() == "4 sizes of d"
+    assert cells[3].strip() == ".6050 ± .0071 (2), d = 50"
+    assert cells[4].strip() == ".6250 ± .0071 (2), d = 10, 20"
+    assert cells[5].strip() == ".6450 ± .0071 (2), d = 5, 5 (the same runs)"

@@ -119,6 +119,21 @@ def _default_cell(records: list[dict[str, Any]], method: str) -> str:
     return "; ".join(label(_cell(groups[s], method), s) for s in sorted(groups, key=settings_order)) or "—"
 
 
+def _sa_row(default: list[dict[str, Any]], free: list[dict[str, Any]]) -> str:
+    """SA has no search: its one hyper-parameter, the subspace size ``d``, is chosen at test time
+    among ``method.sa_dims``, label-free by IM (``method.select=im``) in the runs that report the
+    oracle's ``d`` beside it (``sa/oracle_*``). Its default is the last-step rule's fixed ``d``."""
+    def dims(recs: list[dict[str, Any]], key: str, distinct: bool = False) -> str:
+        ds = [f"{r['metrics'][key]:g}" for r in recs if key in (r.get("metrics") or {})]
+        return ", d = " + ", ".join(dict.fromkeys(ds) if distinct else ds) if ds else ""
+
+    last = [r for r in default if r.get("method") == "sa" and r.get("selection", "last") in ("last", "last_step")]
+    n = len(_get(free[0].get("config") or {}, "method.sa_dims") or [])
+    orc = _cell(free, "sa", "sa/oracle_tgt_acc")
+    return (f"| sa | {n or '—'} sizes of d | {_cell(last, 'sa')}{dims(last, 'sa/dim', True)} | "
+            f"{_cell(free, 'sa')}{dims(free, 'sa/dim')} | {orc}{dims(free, 'sa/oracle_dim')} (the same runs) |")
+
+
 def record_table(default: list[dict[str, Any]], free: list[dict[str, Any]], oracle: list[dict[str, Any]],
                  picks_rows: list[dict[str, Any]], choice: dict[str, Any]) -> str:
     """The table of record: per method of ``picks_rows`` (``--tuned-out``), the default recipe,
@@ -142,6 +157,9 @@ def record_table(default: list[dict[str, Any]], free: list[dict[str, Any]], orac
         same = p.get("pick") and p.get("oracle") and p["pick"]["overrides"] == p["oracle"]["overrides"]
         orc = _cell(free, m) + " (the same configuration)" if same else _cell(oracle, m)
         rows.append(f"| {m} | {p['trials']} | {_default_cell(default, m)} | {_cell(free, m)} | {orc} |")
+    sa = [r for r in free if r.get("method") == "sa" and r.get("selection") == "im"]
+    if sa:
+        rows.append(_sa_row(default, sa))
     return "\n".join(rows) + (f"\n\nTarget test accuracy on {pair}, last step, mean ± sample std (runs). Default: the "
                               f"shared recipe. Tuned: the configuration the rule picked among the search's trials "
                               f"(trial and step), re-run at the full protocol. The oracle column read target test "

@@ -1,5 +1,7 @@
 """One training step of every method on a tiny batch; DANN's gradient flow through the GRL."""
 
+import math
+
 import pytest
 import torch
 
@@ -90,3 +92,25 @@ def test_dann_domain_gradient_flips_at_features(monkeypatch):
 def test_only_dann_has_a_discriminator():
     assert make("dann").discriminator is not None
     assert make("source_only").discriminator is None
+
+
+def test_the_host_and_device_watches_name_the_same_first_nonfinite_step(monkeypatch):
+    """On CPU the first non-finite loss is read on the host each step; on a GPU it is kept on the
+    device without a sync. Fed the same steps (a NaN term at step 2, an inf at step 4), both name
+    step 2 with its terms, and neither names a step before it."""
+    nan, inf = float("nan"), float("inf")
+    steps = [(0, 1.0, 2.0), (1, 0.5, 0.25), (2, nan, 0.5), (3, 1.0, 1.0), (4, inf, 1.0)]
+    found = []
+    for watch in ("_watch_finite", "_watch_finite_on_device"):
+        m = make("dann")
+        for step, cls, dom in steps:
+            monkeypatch.setattr(type(m), "global_step", property(lambda self, s=step: s))
+            terms = {"cls": torch.tensor(cls), "dom": torch.tensor(dom)}
+            getattr(m, watch)(torch.stack(list(terms.values())).sum(), terms)
+            if step == 1:
+                assert m.first_nonfinite() is None
+        found.append(m.first_nonfinite())
+    host, device = found
+    assert host[0] == device[0] == 2
+    assert host[1]["dom"] == device[1]["dom"] == 0.5
+    assert all(math.isnan(d["loss"]) and math.isnan(d["cls"]) for _, d in found)

@@ -25,6 +25,7 @@ and the finite-loss watch. A method is one subclass in one file plus one yaml in
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Iterable
 
 import numpy as np
@@ -67,6 +68,9 @@ class DAMethod(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["nets"])
         self._nets = nets  # for methods that build more heads of the same architecture
+        # the first non-finite loss (_watch_finite): set here so the per-step read is a plain lookup
+        self._nonfinite: tuple[int, dict[str, float]] | None = None
+        self._nonfinite_on_device: tuple[torch.Tensor, torch.Tensor, list[str]] | None = None
         self.features: nn.Module = nets.features
         self.classifier: nn.Module = nets.classifier
         #: the domain classifier, for the methods that train one (they set it)
@@ -185,22 +189,36 @@ class DAMethod(pl.LightningModule):
             opts[i].optimizer.step()
 
     def _watch_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        """Remember the first step whose loss is not finite, on the device: no host sync here;
-        :class:`dann.run.callbacks.FiniteLossGuard` reads it every few steps."""
+        """Remember the first step whose loss is not finite; :class:`dann.run.callbacks.FiniteLossGuard`
+        reads it every few steps. The loss is the sum of the terms, so it is finite exactly when every
+        term is: on CPU one host read of it per step (no device to wait for, and a tenth of the cost
+        of the tensor updates on a small net); elsewhere the sync-free updates of
+        :meth:`_watch_finite_on_device`."""
+        if loss.device.type != "cpu":
+            self._watch_finite_on_device(loss, terms)
+        elif self._nonfinite is None and not math.isfinite(loss.item()):
+            self._nonfinite = (self.global_step, {"loss": loss.item(), **{k: float(t) for k, t in terms.items()}})
+
+    def _watch_finite_on_device(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """The first non-finite step and its terms, kept on the loss's device without a host sync
+        (a step a GPU would otherwise wait for), updated in place."""
         vals = torch.stack([loss.detach(), *(t.detach() for t in terms.values())]).float()
-        if getattr(self, "_bad_step", None) is None or self._bad_step.device != vals.device:
-            self._bad_step = torch.full((), -1, dtype=torch.long, device=vals.device)
-            self._bad_vals = torch.zeros_like(vals)
-            self._bad_names = ["loss", *terms]
-        first = (self._bad_step < 0) & ~torch.isfinite(vals).all()
-        self._bad_step = torch.where(first, torch.full_like(self._bad_step, self.global_step), self._bad_step)
-        self._bad_vals = torch.where(first, vals, self._bad_vals)
+        if self._nonfinite_on_device is None or self._nonfinite_on_device[0].device != vals.device:
+            self._nonfinite_on_device = (torch.full((), -1, dtype=torch.long, device=vals.device),
+                                         torch.zeros_like(vals), ["loss", *terms])
+        step, bad, _ = self._nonfinite_on_device
+        first = (step < 0) & ~torch.isfinite(vals).all()
+        step.copy_(torch.where(first, self.global_step, step))
+        bad.copy_(torch.where(first, vals, bad))
 
     def first_nonfinite(self) -> tuple[int, dict[str, float]] | None:
         """``(step, {term: value})`` of the first non-finite loss, or None (one host sync)."""
-        if getattr(self, "_bad_step", None) is None or int(self._bad_step) < 0:
+        if self._nonfinite is not None:
+            return self._nonfinite
+        if self._nonfinite_on_device is None or int(self._nonfinite_on_device[0]) < 0:
             return None
-        return int(self._bad_step), dict(zip(self._bad_names, self._bad_vals.tolist()))
+        step, bad, names = self._nonfinite_on_device
+        return int(step), dict(zip(names, bad.tolist()))
 
     def _is_log_step(self) -> bool:
         # Lightning writes step metrics when (step + 1) % log_every_n_steps == 0: log exactly

@@ -148,10 +148,24 @@ def test_the_table_of_record_and_its_refusal_on_the_pair_the_validator_was_chose
     assert "chosen on mnist_mnistm's own target labels" in capsys.readouterr().err
 
 
+def _record_row(tmp_path, capsys, method: str, overrides: list[str], row: str) -> str:
+    """The table of record over ``tmp_path/default`` and ``tmp_path/finals`` with one search of
+    ``method`` (the oracle's pick the same) and the validator chosen on the regenerated pair: its
+    line of ``row``."""
+    from dann.report.cli import main as table
+
+    pick = {"run": "x", "step": 150, "tgt_acc": 0.5, "overrides": overrides}
+    (tmp_path / "picks.json").write_text(json.dumps([{"pair": "mnist_mnistm", "method": method, "trials": 12,
+                                                       "pick": pick, "oracle": pick}]))
+    (tmp_path / "choice.json").write_text(json.dumps({"validator": "im", "chosen_on": "mnist_mnistm_regen"}))
+    assert table([str(tmp_path / "default"), "--tuning-record", str(tmp_path / "picks.json"),
+                  str(tmp_path / "finals"), str(tmp_path / "choice.json")]) == 0
+    return next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(f"| {row} "))
+
+
 def test_the_default_recipe_cell_keeps_protocols_apart(tmp_path, capsys):
     """ADDA's default runs with Adam and with SGD are two recipes: never one mean."""
     from dann.records import write_record
-    from dann.report.cli import main as table
 
     for i, (opt, acc) in enumerate((("adam", 0.76), ("adam", 0.77), ("sgd", 0.40))):
         write_record(tmp_path / "default" / f"adda_{opt}_s{i}",
@@ -159,13 +173,7 @@ def test_the_default_recipe_cell_keeps_protocols_apart(tmp_path, capsys):
                       "config": {"method": {"name": "adda", "optimizer": opt}}, "git_commit": None, "steps": 15000,
                       "metrics": {"test/tgt_acc": acc}, "wall_time_s": 1.0})
     _rec(tmp_path / "finals" / "label_free", "adda_s0", "adda", 0.8)
-    pick = {"run": "x", "step": 150, "tgt_acc": 0.5, "overrides": ["method.adam_lr=0.001"]}
-    (tmp_path / "picks.json").write_text(json.dumps([{"pair": "mnist_mnistm", "method": "adda", "trials": 12,
-                                                       "pick": pick, "oracle": pick}]))
-    (tmp_path / "choice.json").write_text(json.dumps({"validator": "im", "chosen_on": "mnist_mnistm_regen"}))
-    assert table([str(tmp_path / "default"), "--tuning-record", str(tmp_path / "picks.json"),
-                  str(tmp_path / "finals"), str(tmp_path / "choice.json")]) == 0
-    adda = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| adda "))
+    adda = _record_row(tmp_path, capsys, "adda", ["method.adam_lr=0.001"], "adda")
     assert adda.split("|")[3] == " .7650 ± .0071 (2) [method.optimizer=adam]; .4000 (1) [method.optimizer=sgd] "
 
 
@@ -173,7 +181,6 @@ def test_sa_has_a_row_of_record_its_subspace_size_chosen_by_the_validator(tmp_pa
     """SA has no search: its d is chosen at test time, by IM (select=im) among method.sa_dims, in the
     runs that report the oracle's d beside it; its default cell is the last-step rule's runs only."""
     from dann.records import write_record
-    from dann.report.cli import main as table
 
     def sa(root, name, selection, metrics):
         write_record(root / name, {"pair": "mnist_mnistm", "method": "sa", "seed": 0, "status": "finished",
@@ -188,14 +195,7 @@ def test_sa_has_a_row_of_record_its_subspace_size_chosen_by_the_validator(tmp_pa
         sa(tmp_path / "finals" / "label_free", f"sa_s{i}", "im",
            {"test/tgt_acc": acc, "sa/dim": d, "sa/oracle_tgt_acc": acc + 0.02, "sa/oracle_dim": 5})
     _rec(tmp_path / "finals" / "label_free", "dann_s0", "dann", 0.77)
-    pick = {"run": "x", "step": 150, "tgt_acc": 0.5, "overrides": ["optim.lr=0.01"]}
-    (tmp_path / "picks.json").write_text(json.dumps([{"pair": "mnist_mnistm", "method": "dann", "trials": 12,
-                                                       "pick": pick, "oracle": pick}]))
-    (tmp_path / "choice.json").write_text(json.dumps({"validator": "im", "chosen_on": "mnist_mnistm_regen"}))
-    assert table([str(tmp_path / "default"), "--tuning-record", str(tmp_path / "picks.json"),
-                  str(tmp_path / "finals"), str(tmp_path / "choice.json")]) == 0
-    row = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| sa "))
-    cells = row.split("|")
+    cells = _record_row(tmp_path, capsys, "dann", ["optim.lr=0.01"], "sa").split("|")
     assert cells[2].strip() == "4 sizes of d"
     assert cells[3].strip() == ".6050 ± .0071 (2), d = 50"
     assert cells[4].strip() == ".6250 ± .0071 (2), d = 10, 20"

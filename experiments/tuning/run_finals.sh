@@ -4,6 +4,8 @@
 # once (default 2), resume=auto (idempotent across sessions).
 #   dann-table <trials>/mnist_mnistm --tuned experiments/tuning/choice.json --tuned-out experiments/tuning/picks.json
 #   DANN_DATA_DIR=<root> bash experiments/tuning/run_finals.sh experiments/tuning/picks.json OUT_DIR
+# UNTIL=HH:MM starts no run that would end after it (RUN_MIN minutes a run, default 20): a session's machine
+# keeps no run folder, so a run still going when the session ends is lost, checkpoints and all.
 set -u
 picks=${1:?usage: run_finals.sh PICKS.json OUT_DIR}; out=${2:?usage: run_finals.sh PICKS.json OUT_DIR}
 export DANN_DATA_DIR=${DANN_DATA_DIR:?set DANN_DATA_DIR}
@@ -24,10 +26,13 @@ PY
 run() {  # KIND METHOD SEED OVERRIDE...
   local dir="$out/$1/$2_s$3"
   if [ -f "$dir/results.json" ] && grep -q '"status": "finished"' "$dir/results.json"; then return 0; fi
+  if [ -n "${UNTIL:-}" ] && [ $(($(date +%s) + ${RUN_MIN:-20} * 60)) -gt "$(date -d "$UNTIL" +%s)" ]; then
+    echo "run_finals: $1 $2 seed $3 not started: it would end after $UNTIL" >&2; return 0
+  fi
   mkdir -p "$out/$1"
   dann-train pair=mnist_mnistm method="$2" seed="$3" "${@:4}" threads=1 trainer.enable_progress_bar=false \
       logger=csv checkpoint.every_n_steps=500 resume=auto hydra.run.dir="$dir" >> "$out/$1/$2_s$3.log" 2>&1
 }
-export -f run; export out
+export -f run; export out UNTIL RUN_MIN
 xargs -P "${JOBS:-2}" -L 1 bash -c 'run "$@"' _ < "$jobs_file"
 rm -f "$jobs_file"

@@ -113,12 +113,12 @@ def test_a_search_on_target_labels_is_named_oracle_and_a_bad_objective_runs_noth
     assert rec["search"] == {"objective": "test/tgt_acc", "reads_target_labels": True}
 
 
-def _rec(root, name, method, acc, pair="mnist_mnistm"):
+def _rec(root, name, method, acc, pair="mnist_mnistm", **fields):
     from dann.records import write_record
 
     write_record(root / name, {"pair": pair, "method": method, "seed": 0, "status": "finished", "config": {},
                                "git_commit": None, "steps": 15000, "metrics": {"test/tgt_acc": acc},
-                               "wall_time_s": 1.0})
+                               "wall_time_s": 1.0, **fields})
 
 
 def test_the_table_of_record_and_its_refusal_on_the_pair_the_validator_was_chosen_on(tmp_path, capsys):
@@ -200,3 +200,14 @@ def test_sa_has_a_row_of_record_its_subspace_size_chosen_by_the_validator(tmp_pa
     assert cells[3].strip() == ".6050 ± .0071 (2), d = 50"
     assert cells[4].strip() == ".6250 ± .0071 (2), d = 10, 20"
     assert cells[5].strip() == ".6450 ± .0071 (2), d = 5, 5 (the same runs)"
+
+
+def test_a_cell_of_record_says_how_many_of_its_runs_collapsed(tmp_path, capsys):
+    """A pick that collapses at the full length stays in the last-step mean (the rule chose it) and
+    the cell says so, with the step."""
+    _rec(tmp_path / "default", "mcc_s0", "mcc", 0.57)
+    _rec(tmp_path / "finals" / "label_free", "mcc_s0", "mcc", 0.11, collapsed_at_step=1000, source_at_chance=True)
+    _rec(tmp_path / "finals" / "label_free", "mcc_s1", "mcc", 0.65)
+    cells = _record_row(tmp_path, capsys, "mcc", ["optim.lr=0.06"], "mcc").split("|")
+    assert cells[3].strip() == ".5700 (1)"
+    assert cells[4].strip() == ".3800 ± .3818 (2; 1 collapsed to chance, at step 1000)"

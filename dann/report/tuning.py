@@ -98,12 +98,16 @@ def tuned(records: list[dict[str, Any]], rule_or_choice: str) -> tuple[str, list
 def _cell(records: list[dict[str, Any]], method: str, metric: str = "test/tgt_acc") -> str:
     import statistics
 
-    xs = [float(r["metrics"][metric]) for r in records
-          if r.get("method") == method and r.get("status") == "finished" and metric in (r.get("metrics") or {})]
-    if not xs:
+    mine = [r for r in records
+            if r.get("method") == method and r.get("status") == "finished" and metric in (r.get("metrics") or {})]
+    if not mine:
         return "—"
+    xs = [float(r["metrics"][metric]) for r in mine]
+    # a collapsed run stays in the last-step mean (the rule chose its configuration); the cell says so
+    steps = [r["collapsed_at_step"] for r in mine if r.get("collapsed_at_step") is not None]
+    n = f"{len(xs)}; {len(steps)} collapsed to chance, at step {', '.join(map(str, steps))}" if steps else f"{len(xs)}"
     f = lambda x: f"{x:.4f}".replace("0.", ".", 1)  # noqa: E731
-    return f"{f(statistics.fmean(xs))} ± {f(statistics.stdev(xs))} ({len(xs)})" if len(xs) > 1 else f"{f(xs[0])} (1)"
+    return f"{f(statistics.fmean(xs))} ± {f(statistics.stdev(xs))} ({n})" if len(xs) > 1 else f"{f(xs[0])} ({n})"
 
 
 def _default_cell(records: list[dict[str, Any]], method: str) -> str:

@@ -191,7 +191,7 @@ class DAMethod(pl.LightningModule):
     def _watch_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         """Remember the first step whose loss is not finite; :class:`dann.run.callbacks.FiniteLossGuard`
         reads it every few steps. The loss is the sum of the terms, so it is finite exactly when every
-        term is: on CPU one host read of it per step (no device to wait for, and a tenth of the cost
+        term is: on CPU one host read of it per step (no device to wait for, and a twentieth of the cost
         of the tensor updates on a small net); elsewhere the sync-free updates of
         :meth:`_watch_finite_on_device`."""
         if loss.device.type != "cpu":

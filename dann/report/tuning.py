@@ -131,7 +131,10 @@ def _sa_row(default: list[dict[str, Any]], free: list[dict[str, Any]]) -> str:
         ds = [f"{r['metrics'][key]:g}" for r in recs if key in (r.get("metrics") or {})]
         return ", d = " + ", ".join(dict.fromkeys(ds) if distinct else ds) if ds else ""
 
-    last = [r for r in default if r.get("method") == "sa" and r.get("selection", "last") in ("last", "last_step")]
+    from dann.methods.sa import LEGACY_SELECTIONS  # SA's own map of the older name of `last`
+
+    last = [r for r in default if r.get("method") == "sa"
+            and LEGACY_SELECTIONS.get(r.get("selection", "last"), r.get("selection", "last")) == "last"]
     n = len(_get(free[0].get("config") or {}, "method.sa_dims") or [])
     orc = _cell(free, "sa", "sa/oracle_tgt_acc")
     return (f"| sa | {n or '—'} sizes of d | {_cell(last, 'sa')}{dims(last, 'sa/dim', True)} | "

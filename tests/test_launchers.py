@@ -39,6 +39,27 @@ def test_gpu_pool_launcher_runs_two_at_a_time_and_reports_a_failure(tmp_path):
     assert len({r["pid"] for r in records}) == 2  # in two worker processes
 
 
+@pytest.mark.slow
+def test_fork_launcher_runs_jobs_at_once_in_forked_children_with_the_same_results(tmp_path):
+    out = multirun(tmp_path / "fork", "hydra/launcher=fork", "pool.cpu_jobs=2", "optim.lr=0.5,0.4,-1",
+                   "trainer.max_steps=1500", "trainer.val_check_interval=1500")
+    assert out.returncode != 0  # the sweep reports its failed job, with its reason...
+    assert "optim.lr=-1 is invalid" in out.stderr
+    records, bad = read_records(tmp_path / "fork")
+    assert not bad and len(records) == 2 and all(r["status"] == "finished" for r in records)  # ...the others ran
+    spans = sorted((datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+                   for r in records)
+    assert spans[1][0] < spans[0][1], spans  # at the same time
+    assert len({r["pid"] for r in records}) == 2  # each in a child of its own
+    assert all(r["threads"]["jobs"] == 2 for r in records)  # the threads rule counts the jobs beside it
+    # the same job under Hydra's basic launcher, in the launching process, gives the same numbers
+    alone = multirun(tmp_path / "basic", "optim.lr=0.5", "trainer.max_steps=1500", "trainer.val_check_interval=1500")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    [ref], _ = read_records(tmp_path / "basic")
+    [forked] = [r for r in records if r["config"]["optim"]["lr"] == 0.5]
+    assert forked["metrics"] == ref["metrics"]
+
+
 def test_device_slots_are_exclusive(tmp_path):
     with device_slot(tmp_path, 2) as a, device_slot(tmp_path, 2) as b:
         assert {a, b} == {0, 1}

@@ -55,18 +55,33 @@ def device_slot(lock_dir: Path, n_slots: int, poll_s: float = 0.2) -> Iterator[i
         time.sleep(poll_s)
 
 
+def _launcher() -> str:
+    """The class of this multirun's launcher ('' outside a multirun)."""
+    if not HydraConfig.initialized():
+        return ""
+    hc = HydraConfig.get()
+    return str(hc.launcher.get("_target_", "")) if hc.mode == RunMode.MULTIRUN else ""
+
+
 def _in_pool() -> bool:
     """Whether this process is a job of a ``hydra/launcher=gpus`` (joblib) sweep."""
-    if not HydraConfig.initialized():
-        return False
-    hc = HydraConfig.get()
-    return hc.mode == RunMode.MULTIRUN and "Joblib" in str(hc.launcher.get("_target_", ""))
+    return "Joblib" in _launcher()
+
+
+def parallel_jobs() -> bool:
+    """Whether this process is a job of a sweep whose launcher runs several jobs at once on this
+    machine (``hydra/launcher=gpus``, joblib, or ``hydra/launcher=fork``)."""
+    launcher = _launcher()
+    return "Joblib" in launcher or ("ForkLauncher" in launcher and int(HydraConfig.get().launcher.n_jobs) > 1)
 
 
 def concurrent_jobs(cfg: DictConfig) -> int:
     """How many runs the launcher places on this machine at once: the pool's size in a
-    ``hydra/launcher=gpus`` sweep, else 1 (the CPU threads are shared among them)."""
-    return pool_size(cfg.pool.per_gpu, cfg.pool.cpu_jobs) if _in_pool() else 1
+    ``hydra/launcher=gpus`` sweep, ``n_jobs`` in a ``hydra/launcher=fork`` one, else 1 (the CPU
+    threads are shared among them)."""
+    if _in_pool():
+        return pool_size(cfg.pool.per_gpu, cfg.pool.cpu_jobs)
+    return max(1, int(HydraConfig.get().launcher.n_jobs)) if "ForkLauncher" in _launcher() else 1
 
 
 def in_device_slot(cfg: DictConfig, run: Callable[[DictConfig], Any]) -> Any:

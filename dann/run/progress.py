@@ -164,21 +164,22 @@ class StepProgress(ProgressBar):
 
 
 def sweep_job() -> tuple[bool, bool]:
-    """(this run is a job of a multirun, its jobs run at once in this terminal: joblib)."""
+    """(this run is a job of a multirun, its jobs run at once in this terminal: joblib or fork)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from dann.run.launch import parallel_jobs
+
     if not HydraConfig.initialized():
         return False, False
-    hc = HydraConfig.get()
-    multirun = hc.mode == RunMode.MULTIRUN
-    return multirun, multirun and "Joblib" in str(hc.launcher.get("_target_", ""))
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    return multirun, multirun and parallel_jobs()
 
 
 def build_progress(cfg) -> StepProgress | None:
     """The run's progress display; None with ``trainer.enable_progress_bar=false``.
 
-    In a sweep every line names its job; when joblib runs several jobs at once, plain lines even
+    In a sweep every line names its job; when the launcher runs several jobs at once, plain lines even
     in a terminal (bars of several processes redrawn on one line would garble each other).
     """
     if not cfg.trainer.get("enable_progress_bar", True):

@@ -1,0 +1,1 @@
+"""dann's Hydra launcher (Hydra finds launchers only under the ``hydra_plugins`` namespace)."""

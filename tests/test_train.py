@@ -89,3 +89,4 @@ def test_cli_default_experiment_prints_table_and_plot(tmp_path):
     assert (sweep / "summary.md").exists()
     records, bad = read_records(sweep)
     assert sorted(r["method"] for r in records) == ["dann", "source_only"] and not bad
+    assert len({r["pid"] for r in records}) == 2  # side by side, each in a forked child (hydra/launcher=fork)

@@ -15,10 +15,12 @@ its threads rule counts (``dann.run.launch.concurrent_jobs``).
 # leaves the dataclass below unable to resolve string annotations.
 import logging
 import multiprocessing
+import signal
 import sys
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra.core.config_store import ConfigStore
@@ -36,7 +38,7 @@ class ForkLauncherConf:
 
 ConfigStore.instance().store(group="hydra/launcher", name="dann_fork", node=ForkLauncherConf, provider="dann")
 
-# what the forked children read: set in the parent just before the pool forks
+# what the forked children read: set in the parent before it forks
 _PENDING: List[Any] = []
 
 
@@ -58,11 +60,68 @@ def _run_pending(i: int) -> JobReturn:
     return ret
 
 
-def _run_in_child(i: int) -> JobReturn:
-    ret = _run_pending(i)
-    if ret.status == JobStatus.FAILED:  # the exception goes back to the parent as text: it need not pickle
-        ret._return_value = RuntimeError(f"{type(ret._return_value).__name__}: {ret._return_value}")
-    return ret
+def _failed(i: int, why: BaseException) -> JobReturn:
+    # the exception goes back to the parent as text: it need not pickle
+    return JobReturn(overrides=list(_PENDING[i][1].hydra.overrides.task), status=JobStatus.FAILED,
+                     _return_value=RuntimeError(f"{type(why).__name__}: {why}"))
+
+
+def _child(i: int, send: Connection) -> None:
+    """One job in a forked child; its JobReturn goes back through ``send``."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent's forwarding handler is not the job's
+    try:
+        ret = _run_pending(i)
+        if ret.status == JobStatus.FAILED:
+            ret = _failed(i, ret._return_value)
+    except BaseException as e:  # a stopped run leaves by SystemExit: its result still goes back
+        ret = _failed(i, e)
+    send.send(ret)
+    send.close()
+
+
+def _fork_jobs(n: int) -> List[JobReturn]:
+    """Run the pending jobs in forked children, ``n`` at once, one child per job (nothing a job leaves
+    behind, threads or signal handlers, reaches the next). SIGTERM to this process reaches the running
+    jobs, each of which stops as a run stops (a checkpoint, its record ``interrupted``), and starts no
+    other; a child that dies without an answer is a failed job, not a wait without end."""
+    ctx = multiprocessing.get_context("fork")
+    todo, runs = list(range(len(_PENDING))), [None] * len(_PENDING)
+    running: Dict[int, Tuple[Any, Connection]] = {}
+    stopped: List[int] = []
+
+    def stop(signum: int, frame: Any) -> None:
+        stopped.append(signum)
+        for proc, _ in running.values():
+            proc.terminate()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        while todo or running:
+            while todo and len(running) < n and not stopped:
+                i = todo.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_child, args=(i, send), name=f"job{i}")
+                proc.start()
+                send.close()
+                running[i] = (proc, recv)
+            if not running:
+                break
+            # the answer is read as soon as it comes: a large one would fill the pipe before the child ends
+            ready = wait([c for _, c in running.values()] + [p.sentinel for p, _ in running.values()])
+            for i, (proc, recv) in list(running.items()):
+                if recv in ready or proc.sentinel in ready:
+                    try:
+                        runs[i] = recv.recv()
+                    except EOFError:
+                        runs[i] = _failed(i, RuntimeError(f"its process ended with no answer (exit {proc.exitcode})"))
+                    proc.join()
+                    recv.close()
+                    del running[i]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if stopped:
+        raise SystemExit(128 + signal.SIGTERM)  # as a shell reports a process ended by SIGTERM
+    return runs  # type: ignore[return-value]
 
 
 class ForkLauncher(BasicLauncher):
@@ -86,12 +145,6 @@ class ForkLauncher(BasicLauncher):
                 config.hydra.launcher.n_jobs = n  # what a job's threads rule counts beside it
             _PENDING.append((self, config))
         try:
-            if n == 1:
-                runs = [_run_pending(i) for i in range(len(_PENDING))]
-            else:
-                # one job per child: nothing a job leaves behind (threads, signal handlers) reaches the next
-                with multiprocessing.get_context("fork").Pool(n, maxtasksperchild=1) as pool:
-                    runs = pool.map(_run_in_child, range(len(_PENDING)), chunksize=1)
+            return [_run_pending(i) for i in range(len(_PENDING))] if n == 1 else _fork_jobs(n)
         finally:
             _PENDING.clear()
-        return runs

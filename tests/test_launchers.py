@@ -62,24 +62,32 @@ def test_fork_launcher_runs_jobs_at_once_in_forked_children_with_the_same_result
     assert forked["metrics"] == ref["metrics"]
 
 
+def fork_sweep_while_training(sweep, max_steps, n_training, act):
+    """A 3-job fork sweep (seeds 0-2, two at once); once ``n_training`` jobs train, ``act(proc)``;
+    then the sweep's (exit status, stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dann.run.train", "-m", *SHORT, f"hydra.sweep.dir={sweep}", "hydra/launcher=fork",
+         "pool.cpu_jobs=2", "seed=0,1,2", f"trainer.max_steps={max_steps}", f"trainer.val_check_interval={max_steps}"],
+        env=dict(os.environ, WANDB_MODE="offline"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=sweep.parent)
+    try:
+        deadline = time.time() + 300
+        while sum("training:" in p.read_text() for p in sweep.glob("*/train.log")) < n_training:
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.2)
+        act(proc)
+        _, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
 @pytest.mark.slow
 def test_fork_launcher_stops_its_jobs_on_sigterm_and_starts_no_other(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dann.run.train", "-m", *SHORT, f"hydra.sweep.dir={sweep}", "hydra/launcher=fork",
-         "pool.cpu_jobs=2", "seed=0,1,2", "trainer.max_steps=1000000", "trainer.val_check_interval=1000000"],
-        env=dict(os.environ, WANDB_MODE="offline"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=tmp_path)
-    try:
-        deadline = time.time() + 300
-        while sum("training:" in p.read_text() for p in sweep.glob("*/train.log")) < 2:  # both jobs train
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGTERM)  # to the launching process only, as `kill PID` sends it
-        _, err = proc.communicate(timeout=300)
-    finally:
-        proc.kill()
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    # SIGTERM to the launching process only, as `kill PID` sends it
+    code, err = fork_sweep_while_training(sweep, 1000000, 2, lambda proc: proc.send_signal(signal.SIGTERM))
+    assert code == 128 + signal.SIGTERM, err[-3000:]
     records, bad = read_records(sweep)
     assert not bad and sorted(r["seed"] for r in records) == [0, 1]  # the third job never started
     assert all(r["status"] == "interrupted" and r["last_checkpoint"] for r in records)  # each stopped as a run stops
@@ -87,27 +95,16 @@ def test_fork_launcher_stops_its_jobs_on_sigterm_and_starts_no_other(tmp_path):
     assert "BrokenPipeError" not in err
 
 
+def kill_first_child(proc):
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(min(int(c) for c in children), signal.SIGKILL)  # job 0, started first: as an OOM killer ends it
+
+
 @pytest.mark.slow
 def test_fork_launcher_reports_a_job_whose_process_died_and_goes_on(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dann.run.train", "-m", *SHORT, f"hydra.sweep.dir={sweep}", "hydra/launcher=fork",
-         "pool.cpu_jobs=2", "seed=0,1,2", "trainer.max_steps=2000", "trainer.val_check_interval=2000"],
-        env=dict(os.environ, WANDB_MODE="offline"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=tmp_path)
-    try:
-        deadline = time.time() + 300
-        while not (sweep / "0_dann_moons_s0" / "train.log").exists() or \
-                "training:" not in (sweep / "0_dann_moons_s0" / "train.log").read_text():
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
-            time.sleep(0.2)
-        children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        first = min(int(c) for c in children)  # job 0 started first
-        os.kill(first, signal.SIGKILL)  # no record, no answer: as the kernel's OOM killer ends a process
-        _, err = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
-    assert proc.returncode != 0 and "ended with no answer" in err, err[-3000:]
+    code, err = fork_sweep_while_training(sweep, 2000, 1, kill_first_child)  # no record, no answer
+    assert code != 0 and "ended with no answer" in err, err[-3000:]
     records, _ = read_records(sweep)
     finished = sorted(r["seed"] for r in records if r["status"] == "finished")
     assert finished == [1, 2]  # the other jobs ran to the end, the third one started after the death

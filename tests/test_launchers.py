@@ -1,4 +1,5 @@
-"""Sweeps on existing engines: the local device pool (joblib), Optuna search, the SLURM config."""
+"""Sweeps on existing engines: the local device pool (joblib), Optuna search, the SLURM config; and our one
+launcher, ``hydra/launcher=fork`` (jobs in forked copies of the process)."""
 
 import os
 import signal

@@ -68,11 +68,15 @@ def _in_pool() -> bool:
     return "Joblib" in _launcher()
 
 
+def _fork_jobs() -> int:
+    """``n_jobs`` of this multirun's ``hydra/launcher=fork``; 0 under any other launcher."""
+    return max(1, int(HydraConfig.get().launcher.n_jobs)) if "ForkLauncher" in _launcher() else 0
+
+
 def parallel_jobs() -> bool:
     """Whether this process is a job of a sweep whose launcher runs several jobs at once on this
     machine (``hydra/launcher=gpus``, joblib, or ``hydra/launcher=fork``)."""
-    launcher = _launcher()
-    return "Joblib" in launcher or ("ForkLauncher" in launcher and int(HydraConfig.get().launcher.n_jobs) > 1)
+    return _in_pool() or _fork_jobs() > 1
 
 
 def concurrent_jobs(cfg: DictConfig) -> int:
@@ -81,7 +85,7 @@ def concurrent_jobs(cfg: DictConfig) -> int:
     threads are shared among them)."""
     if _in_pool():
         return pool_size(cfg.pool.per_gpu, cfg.pool.cpu_jobs)
-    return max(1, int(HydraConfig.get().launcher.n_jobs)) if "ForkLauncher" in _launcher() else 1
+    return max(1, _fork_jobs())
 
 
 def in_device_slot(cfg: DictConfig, run: Callable[[DictConfig], Any]) -> Any:

@@ -65,6 +65,7 @@ def test_wandb_offline_run_has_config_and_summary(tmp_path, monkeypatch, env_mod
                    "logger.wandb.group=unit", *([f"logger.wandb.mode={cfg_mode}"] if cfg_mode else []))
     rec = train(cfg)
     assert wandb.run is None  # finished
+    wandb.teardown()  # the run's file is complete once its stream closes, which finish() does not wait for
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs
     run = read_offline_run(runs[0])
@@ -72,6 +73,20 @@ def test_wandb_offline_run_has_config_and_summary(tmp_path, monkeypatch, env_mod
     assert run["config"]["trainer.max_steps"] == 20 and run["config"]["pair.name"] == "moons"
     assert run["summary"]["test/tgt_acc"] == pytest.approx(rec["metrics"]["test/tgt_acc"])
     assert run["summary"]["test/src_acc"] == pytest.approx(rec["metrics"]["test/src_acc"])
+
+
+def test_offline_run_still_being_written_is_unreadable_not_nameless(tmp_path):
+    # wandb's writer flushes a run's file when its stream closes, after wandb.finish() has returned: read
+    # before that, the file holds its header and no record, and must not pass for a run with no name or config
+    from dann.report.wandb_offline import HEADER, offline_records
+
+    run = tmp_path / "wandb" / "offline-run-20260101_000000-abc"
+    run.mkdir(parents=True)
+    (run / "run-abc.wandb").write_bytes(HEADER.pack(b":W&B", 0xBEE1, 0))
+    with pytest.raises(ValueError, match="no run record"):
+        read_offline_run(run)
+    good, bad = offline_records(tmp_path)
+    assert not good and [p for p, _ in bad] == [run]
 
 
 @pytest.mark.slow

@@ -76,6 +76,9 @@ def read_offline_run(run_dir: str | Path) -> dict[str, Any]:
                 out["summary"][key] = json.loads(item.value_json)
         elif kind == "history":
             out["history"].append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
+    if out.get("id") is None:
+        raise ValueError(f"{files[0]} holds no run record: the run is still being written (wandb writes the "
+                         "file when the run's stream closes, after wandb.finish()) or the file is truncated")
     # config values arrive as {"value": v, "desc": ...}
     out["config"] = {k: (v["value"] if isinstance(v, dict) and "value" in v else v)
                      for k, v in out["config"].items() if not k.startswith("_")}

@@ -1,11 +1,11 @@
 #!/bin/bash
 # The quick start timed cold and warm, the fork launcher (the default) against Hydra's basic one, alternately;
 # one line per run. Run as root (it drops the page cache) in the environment dann is installed in, machine idle:
-#   bash experiments/notes/quickstart_bench.sh
+#   bash experiments/notes/quickstart_bench.sh      (VARIANTS=new: the fork launcher only)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p /tmp/qsb && cd /tmp/qsb && rm -rf multirun outputs
-for i in 1 2 3; do
-  for variant in new old; do
+for i in $(seq ${ROUNDS:-3}); do
+  for variant in ${VARIANTS:-new old}; do
     args=(); [ $variant = old ] && args=(experiment=two_moons hydra/launcher=basic)
     for state in cold warm; do
       if [ $state = cold ]; then

@@ -53,6 +53,9 @@ PROTOCOL_IGNORE: tuple[str, ...] = (
     "trainer.val_check_interval", "trainer.check_val_every_n_epoch", "trainer.num_sanity_val_steps",
     # the run a method started from (DIRT-T: each seed's own VADA run): a folder, like output_dir
     "method.start",
+    # how many CPU threads ran it (speed, like the hardware), and which extra validators the probe scored
+    # (read-only scores: nothing trains or selects on them unless `selection` names one)
+    "threads", "validator_modules",
 )
 #: Config keys added after runs were recorded, with the value that does what runs before them did:
 #: a record without the key is read as having that value, so the new key splits nothing old.

@@ -38,16 +38,13 @@ def confidence_table(run_dir: Path) -> None:
     torch.manual_seed(0)  # the augmentation's draws: the same views on every call
     teacher, student = model.teacher(), model.student
     teacher.eval(), student.eval()
-    ys, t_pred, s_pred, conf = [], [], [], []
+    t_pred, s_pred, conf = [], [], []
     split = dm.tgt_test
-    for lo in range(0, len(split.y), 1000):
-        x, y = split.inputs(slice(lo, lo + 1000)), split.y[lo:lo + 1000]
-        p_aug = torch.softmax(teacher(model.aug(x)), 1)
-        conf.append(p_aug.max(1).values > h.confidence)
+    for x in split.batches(None, 1000):
+        conf.append(torch.softmax(teacher(model.aug(x)), 1).max(1).values > h.confidence)
         t_pred.append(teacher(x).argmax(1))
         s_pred.append(student(x).argmax(1))
-        ys.append(y)
-    y, t, s, m = (torch.cat(v) for v in (ys, t_pred, s_pred, conf))
+    y, t, s, m = split.y, torch.cat(t_pred), torch.cat(s_pred), torch.cat(conf)
     k = int(y.max()) + 1
     print(f"{run_dir} (seed {rec.get('seed')}, step {rec.get('steps')}), target test, {len(y):,} images")
     print(f"  accuracy: teacher {(t == y).float().mean():.4f} (record: {rec['selected']['tgt_acc']:.4f}), "

@@ -20,18 +20,16 @@ from pathlib import Path
 import torch
 
 from dann.run.build import load_run
+from dann.selection.scores import entropy_score
 
 
 @torch.no_grad()
 def spread(run_dir: Path) -> None:
     rec, dm, model = load_run(run_dir)
     split = dm.tgt_test
-    probs = torch.cat([torch.softmax(model(split.inputs(slice(lo, lo + 1000))), 1)
-                       for lo in range(0, len(split.y), 1000)])
+    probs = torch.cat([torch.softmax(model(x), 1) for x in split.batches(None, 1000)])
     y, pred, k = split.y, probs.argmax(1), probs.shape[1]
-    ent = -(probs * probs.clamp_min(1e-12).log()).sum(1).mean()
-    pm = probs.mean(0)
-    ent_mean = -(pm * pm.clamp_min(1e-12).log()).sum()
+    ent, ent_mean = entropy_score(probs), entropy_score(probs.mean(0, keepdim=True))
     recall = [(pred[y == c] == c).float().mean().item() for c in range(k)]
     print(f"{run_dir}: {rec.get('method')} seed {rec.get('seed')}, step {rec.get('steps')}; target test "
           f"({len(y):,} images) accuracy {(pred == y).float().mean():.4f}, source test "
